@@ -1,0 +1,42 @@
+"""High-frequency fitness and cross-frequency supervision (EVOS §2.4 step 2 and §2.6).
+
+Everything is computed in the paper's units: grayscale of the image decoded to [0, 255], a
+3x3 five-point Laplacian with zero padding, scaled by lambda = 1e-5. Those units fix the
+adaptive crossover balance p, so they are not a free choice.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torchvision.transforms.functional import rgb_to_grayscale
+
+DEFAULT_LAMBDA = 1e-5
+
+_KERNEL = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
+
+
+def laplacian(gray: Tensor) -> Tensor:
+    """Five-point Laplacian of a [H, W] image, zero-padded so borders see black neighbours."""
+    kernel = _KERNEL.to(device=gray.device, dtype=gray.dtype).view(1, 1, 3, 3)
+    return F.conv2d(gray[None, None], kernel, padding=1)[0, 0]
+
+
+def gray_255(rgb01: Tensor) -> Tensor:
+    """[H, W, 3] image in [0, 1] -> [H, W] grayscale in [0, 255], clamped like the decoder.
+
+    Clamping zeroes the gradient of out-of-range predictions, as in the reference.
+    """
+    rgb255 = rgb01.clamp(0.0, 1.0) * 255.0
+    return rgb_to_grayscale(rgb255.permute(2, 0, 1))[0]
+
+
+def laplacian_of_rgb(rgb01: Tensor) -> Tensor:
+    """Laplacian of the 0-255 grayscale of an [H, W, 3] image in [0, 1]."""
+    return laplacian(gray_255(rgb01))
+
+
+def laplacian_fitness(pred01: Tensor, target_laplacian: Tensor, lam: float = DEFAULT_LAMBDA) -> Tensor:
+    """Per-pixel high-frequency error l = lambda * (Lap(pred) - Lap(gt))^2, shape [H, W]."""
+    return lam * (laplacian_of_rgb(pred01) - target_laplacian) ** 2

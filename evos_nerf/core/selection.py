@@ -1,0 +1,156 @@
+"""Selection operators of EVOS: frequency-guided crossover and augmented unbiased mutation.
+
+Pure functions on flat tensors: fitness in, indices out. They never loop over samples in Python,
+use top-k rather than full sorts, and take an explicit ``torch.Generator`` for every random draw,
+so the image trainer, the nerfstudio sampler and the sharded store share one implementation.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal, Optional
+
+import torch
+from torch import Tensor
+
+CrossoverMethod = Literal["select", "add", "none"]
+
+# Above this many samples, mutation draws by rejection instead of enumerating the whole pool.
+_REJECTION_MIN_SAMPLES = 1 << 20
+
+
+@dataclass
+class Offspring:
+    """Result of a crossover: the surviving indices, fittest first, and how they were merged."""
+
+    indices: Tensor
+    """Long tensor of k distinct sample indices, ordered from most to least fit."""
+    balance: float
+    """Adaptive balance p = mean(e) / (mean(e) + mean(l)) (EVOS Eq. 5)."""
+    num_shared: int
+    """Size of the intersection of the two parents (kept whole)."""
+
+
+def top_k(values: Tensor, k: int) -> Tensor:
+    """Indices of the k largest values, largest first. top-k avoids sorting all N values."""
+    n = values.numel()
+    k = max(0, min(int(k), n))
+    if k == 0:
+        return torch.empty(0, dtype=torch.long, device=values.device)
+    flat = values.reshape(-1)
+    if flat.dtype in (torch.float16, torch.bfloat16) and flat.device.type == "cpu":
+        flat = flat.float()
+    return torch.topk(flat, k, largest=True, sorted=True).indices
+
+
+def adaptive_balance(fitness: Tensor, hf_fitness: Tensor) -> float:
+    """EVOS Eq. 5: p = mean(e) / (mean(e) + mean(l)), the share of non-shared picks from the L2 parent."""
+    e_mean = float(fitness.float().mean())
+    l_mean = float(hf_fitness.float().mean())
+    total = e_mean + l_mean
+    if not math.isfinite(total) or total <= 0.0:
+        return 0.5
+    return e_mean / total
+
+
+def membership(indices: Tensor, num_samples: int) -> Tensor:
+    """Boolean mask of length num_samples that is True at ``indices``."""
+    mask = torch.zeros(num_samples, dtype=torch.bool, device=indices.device)
+    mask[indices] = True
+    return mask
+
+
+def crossover(
+    fitness: Tensor,
+    hf_fitness: Optional[Tensor],
+    k: int,
+    method: CrossoverMethod = "select",
+    balance: Optional[float] = None,
+) -> Offspring:
+    """Frequency-guided crossover (EVOS §2.4): merge the top-k by L2 error with the top-k by high-frequency error.
+
+    ``select`` keeps the parents' intersection whole and fills the remainder R from the two
+    parents in proportion p : 1 - p, each side taking its own best. Unlike the reference code,
+    a side with zero picks contributes nothing (the reference's ``x[-0:]`` slice over-selects).
+    ``add`` ranks by e + l; ``none`` ranks by e alone. ``balance`` overrides the adaptive p.
+    """
+    num_samples = fitness.numel()
+    k = max(0, min(int(k), num_samples))
+    e = fitness.reshape(-1)
+    if method == "none" or hf_fitness is None:
+        return Offspring(top_k(e, k), 1.0, 0)
+    l = hf_fitness.reshape(-1)
+    if l.numel() != num_samples:
+        raise ValueError(f"fitness has {num_samples} samples but hf_fitness has {l.numel()}")
+    p = adaptive_balance(e, l) if balance is None else float(balance)
+    if method == "add":
+        return Offspring(top_k(e.float() + l.float(), k), p, 0)
+    if method != "select":
+        raise ValueError(f"unknown crossover method {method!r}")
+
+    parent_e = top_k(e, k)
+    parent_l = top_k(l, k)
+    in_e = membership(parent_e, num_samples)
+    in_l = membership(parent_l, num_samples)
+    shared = parent_e[in_l[parent_e]]
+    only_e = parent_e[~in_l[parent_e]]  # still ordered by e
+    only_l = parent_l[~in_e[parent_l]]  # still ordered by l
+    remainder = k - shared.numel()
+    num_from_e = min(int(math.floor(remainder * p)), only_e.numel())
+    num_from_l = min(remainder - num_from_e, only_l.numel())
+    # Zero-pick guard: slicing [:0] is empty, so a side with no picks adds nothing.
+    indices = torch.cat([shared, only_e[:num_from_e], only_l[:num_from_l]])
+    return Offspring(indices, p, shared.numel())
+
+
+def mutate(
+    num_samples: int,
+    num_mutants: int,
+    excluded: Optional[Tensor],
+    generator: torch.Generator,
+    device: Optional[torch.device] = None,
+) -> Tensor:
+    """Augmented unbiased mutation (EVOS Eq. 7): draw uniformly, without replacement, from the unselected samples.
+
+    ``excluded`` is a boolean mask of length num_samples (True = already selected) or None.
+    Small draws from huge pools use rejection sampling, which costs O(num_mutants) rather than
+    O(N); both paths give every unselected sample the same chance.
+    """
+    device = device or (excluded.device if excluded is not None else torch.device("cpu"))
+    if excluded is not None and excluded.numel() != num_samples:
+        raise ValueError(f"excluded mask has {excluded.numel()} entries, expected {num_samples}")
+    num_excluded = int(excluded.sum()) if excluded is not None else 0
+    pool_size = num_samples - num_excluded
+    num_mutants = max(0, min(int(num_mutants), pool_size))
+    if num_mutants == 0:
+        return torch.empty(0, dtype=torch.long, device=device)
+
+    gen_device = generator.device
+    if num_samples >= _REJECTION_MIN_SAMPLES and num_mutants * 8 <= pool_size:
+        return _mutate_by_rejection(num_samples, num_mutants, pool_size, excluded, generator).to(device)
+
+    if excluded is None:
+        perm = torch.randperm(num_samples, generator=generator, device=gen_device)[:num_mutants]
+        return perm.to(device)
+    pool = (~excluded).nonzero().squeeze(-1)
+    perm = torch.randperm(pool.numel(), generator=generator, device=gen_device)[:num_mutants]
+    return pool[perm.to(pool.device)].to(device)
+
+
+def _mutate_by_rejection(
+    num_samples: int, num_mutants: int, pool_size: int, excluded: Optional[Tensor], generator: torch.Generator
+) -> Tensor:
+    """Uniform n-subset of the pool: the distinct accepted values of i.i.d. uniform draws are a uniform subset."""
+    gen_device = generator.device
+    oversample = 1.25
+    while True:
+        num_draws = int(math.ceil(num_mutants * oversample * num_samples / pool_size)) + 16
+        draws = torch.randint(0, num_samples, (num_draws,), generator=generator, device=gen_device)
+        if excluded is not None:
+            draws = draws[~excluded.to(gen_device)[draws]]
+        distinct = torch.unique(draws)
+        if distinct.numel() >= num_mutants:
+            keep = torch.randperm(distinct.numel(), generator=generator, device=gen_device)[:num_mutants]
+            return distinct[keep]
+        oversample *= 2.0
