@@ -16,8 +16,8 @@ from torch import Tensor
 
 CrossoverMethod = Literal["select", "add", "none"]
 
-# Above this many samples, mutation draws by rejection instead of enumerating the whole pool.
-_REJECTION_MIN_SAMPLES = 1 << 20
+# Mutation draws by rejection (O(n)) when the pool is at least this many times larger than the draw.
+_REJECTION_POOL_FACTOR = 8
 
 
 @dataclass
@@ -110,24 +110,27 @@ def mutate(
     excluded: Optional[Tensor],
     generator: torch.Generator,
     device: Optional[torch.device] = None,
+    num_excluded: Optional[int] = None,
 ) -> Tensor:
     """Augmented unbiased mutation (EVOS Eq. 7): draw uniformly, without replacement, from the unselected samples.
 
-    ``excluded`` is a boolean mask of length num_samples (True = already selected) or None.
-    Small draws from huge pools use rejection sampling, which costs O(num_mutants) rather than
-    O(N); both paths give every unselected sample the same chance.
+    ``excluded`` is a boolean mask of length num_samples (True = already selected) or None;
+    pass ``num_excluded`` when it is known to skip an O(N) count. Small draws from large pools use
+    rejection sampling, which costs O(num_mutants) rather than O(N); both paths give every
+    unselected sample the same chance.
     """
     device = device or (excluded.device if excluded is not None else torch.device("cpu"))
     if excluded is not None and excluded.numel() != num_samples:
         raise ValueError(f"excluded mask has {excluded.numel()} entries, expected {num_samples}")
-    num_excluded = int(excluded.sum()) if excluded is not None else 0
+    if num_excluded is None:
+        num_excluded = int(excluded.sum()) if excluded is not None else 0
     pool_size = num_samples - num_excluded
     num_mutants = max(0, min(int(num_mutants), pool_size))
     if num_mutants == 0:
         return torch.empty(0, dtype=torch.long, device=device)
 
     gen_device = generator.device
-    if num_samples >= _REJECTION_MIN_SAMPLES and num_mutants * 8 <= pool_size:
+    if num_mutants * _REJECTION_POOL_FACTOR <= pool_size:
         return _mutate_by_rejection(num_samples, num_mutants, pool_size, excluded, generator).to(device)
 
     if excluded is None:

@@ -1,0 +1,1 @@
+"""nerfstudio integration of EVOS: sampler, datamanager, pipeline, model and method configs."""

@@ -1,0 +1,103 @@
+"""The ``evos-nerf`` and ``evos-nerf-blender`` methods, registered through the
+``nerfstudio.method_configs`` entry point.
+
+This module only composes configs. It must import cleanly as the first import of a fresh
+process (a broken plugin breaks every ``ns-*`` command), so it never imports
+``nerfstudio.configs.method_configs``, and every nested config uses ``default_factory``.
+Defaults follow nerfacto, except that without CUDA the run goes to the CPU with mixed precision
+off and the torch hash grid, with no flags needed.
+"""
+
+from __future__ import annotations
+
+import torch
+from nerfstudio.cameras.camera_optimizers import CameraOptimizerConfig
+from nerfstudio.configs.base_config import MachineConfig, ViewerConfig
+from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig
+from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
+from nerfstudio.engine.optimizers import AdamOptimizerConfig
+from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig
+from nerfstudio.engine.trainer import TrainerConfig
+from nerfstudio.plugins.types import MethodSpecification
+
+from evos_nerf.nerfstudio.datamanager import EvosDataManagerConfig
+from evos_nerf.nerfstudio.model import EvosNerfactoModelConfig
+from evos_nerf.nerfstudio.pipeline import EvosPipelineConfig
+
+
+def _optimizers() -> dict:
+    """nerfacto's optimizers and schedules."""
+    adam = lambda lr: AdamOptimizerConfig(lr=lr, eps=1e-15)  # noqa: E731
+    return {
+        "proposal_networks": {
+            "optimizer": adam(1e-2),
+            "scheduler": ExponentialDecaySchedulerConfig(lr_final=1e-4, max_steps=200000),
+        },
+        "fields": {
+            "optimizer": adam(1e-2),
+            "scheduler": ExponentialDecaySchedulerConfig(lr_final=1e-4, max_steps=200000),
+        },
+        "camera_opt": {
+            "optimizer": adam(1e-3),
+            "scheduler": ExponentialDecaySchedulerConfig(lr_final=1e-4, max_steps=5000),
+        },
+    }
+
+
+def _machine() -> MachineConfig:
+    return MachineConfig(device_type="cuda" if torch.cuda.is_available() else "cpu")
+
+
+def evos_nerf_config() -> TrainerConfig:
+    """nerfacto + EVOS pixel selection, for real captures (nerfstudio-data by default)."""
+    return TrainerConfig(
+        method_name="evos-nerf",
+        steps_per_eval_batch=500,
+        steps_per_save=2000,
+        max_num_iterations=30000,
+        mixed_precision=torch.cuda.is_available(),
+        machine=_machine(),
+        pipeline=EvosPipelineConfig(
+            datamanager=EvosDataManagerConfig(
+                dataparser=NerfstudioDataParserConfig(),
+                train_num_rays_per_batch=4096,
+                eval_num_rays_per_batch=4096,
+            ),
+            model=EvosNerfactoModelConfig(
+                eval_num_rays_per_chunk=1 << 15,
+                average_init_density=0.01,
+                camera_optimizer=CameraOptimizerConfig(mode="SO3xR3"),
+            ),
+        ),
+        optimizers=_optimizers(),
+        viewer=ViewerConfig(num_rays_per_chunk=1 << 15),
+        vis="viewer",
+    )
+
+
+def evos_nerf_blender_config() -> TrainerConfig:
+    """The same for NeRF-synthetic (blender) scenes: white background, near 2 / far 6, uniform
+    initial proposal sampler, no camera optimizer, no scene contraction, no distortion loss."""
+    config = evos_nerf_config()
+    config.method_name = "evos-nerf-blender"
+    config.pipeline.datamanager.dataparser = BlenderDataParserConfig()
+    model = config.pipeline.model
+    model.background_color = "white"
+    model.proposal_initial_sampler = "uniform"
+    model.near_plane, model.far_plane = 2.0, 6.0
+    model.camera_optimizer = CameraOptimizerConfig(mode="off")
+    model.use_average_appearance_embedding = False
+    model.distortion_loss_mult = 0.0
+    model.disable_scene_contraction = True
+    return config
+
+
+evos_nerf = MethodSpecification(
+    config=evos_nerf_config(),
+    description="nerfacto trained on pixels chosen by EVOS (evolutionary selector, CVPR 2025)",
+)
+
+evos_nerf_blender = MethodSpecification(
+    config=evos_nerf_blender_config(),
+    description="evos-nerf preset for NeRF-synthetic (blender) scenes",
+)

@@ -1,0 +1,104 @@
+"""Nerfacto with three changes EVOS needs: per-ray errors, an implementation chosen per device,
+and LPIPS that never downloads.
+
+* The RGB loss module records the per-ray squared error of the very (prediction, ground truth)
+  pair it averages, after nerfacto's background blending, so the fitness fed back to the sampler
+  is exactly what the loss saw (a second blend would draw a new random background).
+* ``implementation="auto"`` resolves to tcnn only on CUDA with tinycudann importable. The choice
+  is stored in the checkpoint; loading it into the other implementation is a clear error,
+  because tcnn and torch hash grids have different parameters.
+* LPIPS is built only from locally cached AlexNet weights; otherwise it is reported unavailable
+  and left out of the metrics rather than faked.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, Literal, Optional, Tuple, Type
+from unittest import mock
+
+import torch
+from nerfstudio.models.nerfacto import NerfactoModel, NerfactoModelConfig
+from nerfstudio.utils.rich_utils import CONSOLE
+from torch import Tensor, nn
+
+from evos_nerf.implementation import choose_implementation
+from evos_nerf.metrics import build_lpips
+
+
+def squared_error(pred: Tensor, gt: Tensor) -> Tensor:
+    """Per-ray mean over channels of the squared RGB error."""
+    return ((pred - gt) ** 2).mean(dim=-1)
+
+
+class PerRayMSE(nn.Module):
+    """MSELoss (mean reduction) that also keeps the per-ray errors of its last call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last: Optional[Tensor] = None
+
+    def forward(self, gt: Tensor, pred: Tensor) -> Tensor:
+        per_ray = squared_error(pred, gt)
+        self.last = per_ray.detach().float()
+        return per_ray.mean()
+
+
+class _UnavailableLPIPS(nn.Module):
+    def forward(self, *_: Any) -> Tensor:
+        return torch.tensor(float("nan"))
+
+
+@dataclass
+class EvosNerfactoModelConfig(NerfactoModelConfig):
+    _target: Type = field(default_factory=lambda: EvosNerfactoModel)
+    implementation: Literal["auto", "tcnn", "torch"] = "auto"  # type: ignore[assignment]
+    """auto: tcnn on CUDA when tinycudann imports, torch otherwise."""
+
+
+class EvosNerfactoModel(NerfactoModel):
+    config: EvosNerfactoModelConfig
+
+    def populate_modules(self) -> None:
+        device = self.kwargs.get("device", "cpu")
+        self.config.implementation = choose_implementation(device, self.config.implementation)
+        CONSOLE.print(f"evos-nerf: hash-grid implementation {self.config.implementation} on {device}")
+        lpips, self.lpips_note = build_lpips()
+        self.lpips_available = lpips is not None
+        if not self.lpips_available:
+            CONSOLE.print(f"[yellow]{self.lpips_note}; LPIPS is left out of the metrics[/yellow]")
+        factory = (lambda **_: lpips) if lpips is not None else (lambda **_: _UnavailableLPIPS())
+        with mock.patch("torchmetrics.image.lpip.LearnedPerceptualImagePatchSimilarity", factory):
+            super().populate_modules()
+        self.rgb_loss = PerRayMSE()
+
+    @property
+    def last_ray_error(self) -> Optional[Tensor]:
+        """Per-ray squared error of the last training loss computed."""
+        return self.rgb_loss.last
+
+    def ray_error(self, outputs: Dict[str, Tensor], gt_image: Tensor) -> Tensor:
+        """Per-ray error of a measurement pass, blended exactly as the training loss blends."""
+        pred_rgb, gt_rgb = self.renderer_rgb.blend_background_for_loss_computation(
+            pred_image=outputs["rgb"], pred_accumulation=outputs["accumulation"], gt_image=gt_image.to(self.device)
+        )
+        return squared_error(pred_rgb, gt_rgb).float()
+
+    def get_image_metrics_and_images(
+        self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor]
+    ) -> Tuple[Dict[str, float], Dict[str, Tensor]]:
+        metrics, images = super().get_image_metrics_and_images(outputs, batch)
+        if not self.lpips_available:
+            metrics.pop("lpips", None)
+        return metrics, images
+
+    def get_extra_state(self) -> Dict[str, Any]:
+        return {"implementation": self.config.implementation}
+
+    def set_extra_state(self, state: Dict[str, Any]) -> None:
+        saved = state.get("implementation")
+        if saved is not None and saved != self.config.implementation:
+            raise ValueError(
+                f"checkpoint was trained with the {saved} hash grid but this run uses {self.config.implementation}; "
+                f"their parameters differ. Pass --pipeline.model.implementation {saved} (tcnn needs CUDA)."
+            )

@@ -1,0 +1,87 @@
+"""Pipeline that closes the EVOS loop: per-ray errors go back to the fitness store every step.
+
+``VanillaPipeline.get_train_loss_dict`` does not return the batch, so the four lines are
+re-stated here with the feedback added. DDP wraps the model with ``device_ids=None`` on CPU,
+where upstream's ``device_ids=[local_rank]`` raises.
+"""
+
+from __future__ import annotations
+
+import typing
+from dataclasses import dataclass, field
+from typing import Literal, Optional, Type
+
+import torch
+import torch.distributed as dist
+from nerfstudio.models.base_model import Model
+from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
+from nerfstudio.utils import profiler
+from torch import Tensor
+from torch.cuda.amp.grad_scaler import GradScaler
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from evos_nerf.nerfstudio.datamanager import EvosDataManager, EvosDataManagerConfig
+from evos_nerf.nerfstudio.model import EvosNerfactoModel, EvosNerfactoModelConfig
+
+
+@dataclass
+class EvosPipelineConfig(VanillaPipelineConfig):
+    _target: Type = field(default_factory=lambda: EvosPipeline)
+    datamanager: EvosDataManagerConfig = field(default_factory=EvosDataManagerConfig)
+    model: EvosNerfactoModelConfig = field(default_factory=EvosNerfactoModelConfig)
+
+
+class EvosPipeline(VanillaPipeline):
+    config: EvosPipelineConfig
+    datamanager: EvosDataManager
+
+    def __init__(
+        self,
+        config: EvosPipelineConfig,
+        device: str,
+        test_mode: Literal["test", "val", "inference"] = "val",
+        world_size: int = 1,
+        local_rank: int = 0,
+        grad_scaler: Optional[GradScaler] = None,
+    ):
+        # Build unwrapped, then wrap with a device-aware DDP below.
+        super().__init__(config, device, test_mode, 1, local_rank, grad_scaler)
+        self.world_size = world_size
+        if world_size > 1:
+            on_cuda = torch.device(device).type == "cuda"
+            ids = [local_rank] if on_cuda else None
+            self._model = typing.cast(Model, DDP(self._model, device_ids=ids, find_unused_parameters=True))
+            dist.barrier(device_ids=ids) if on_cuda else dist.barrier()
+
+    @property
+    def evos_model(self) -> EvosNerfactoModel:
+        return typing.cast(EvosNerfactoModel, self.model)
+
+    @profiler.time_function
+    def get_train_loss_dict(self, step: int):
+        dm = self.datamanager
+        if dm.is_key_iteration(step):
+            dm.key_iteration(step, self.measure_errors)
+        ray_bundle, batch = dm.next_train(step)
+        model_outputs = self._model(ray_bundle)
+        metrics_dict = self.model.get_metrics_dict(model_outputs, batch)
+        loss_dict = self.model.get_loss_dict(model_outputs, batch, metrics_dict)
+        errors = self.evos_model.last_ray_error
+        if errors is not None:
+            dm.update_fitness(batch["indices"], errors, step)
+        return model_outputs, loss_dict, metrics_dict
+
+    @torch.no_grad()
+    def measure_errors(self, indices: Tensor) -> Tensor:
+        """Per-ray errors of training pixels, in training mode but without gradients or side effects."""
+        model = self.evos_model
+        sampler = model.proposal_sampler
+        saved = (sampler._step, sampler._steps_since_update)
+        chunk = model.config.eval_num_rays_per_chunk
+        errors = []
+        for start in range(0, indices.shape[0], chunk):
+            part = indices[start : start + chunk]
+            outputs = model(self.datamanager.train_ray_generator(part))
+            errors.append(model.ray_error(outputs, self.datamanager.gather_train_pixels(part)))
+        sampler._step, sampler._steps_since_update = saved
+        return torch.cat(errors)
