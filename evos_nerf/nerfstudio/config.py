@@ -17,12 +17,15 @@ from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConf
 from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
 from nerfstudio.engine.optimizers import AdamOptimizerConfig
 from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig
-from nerfstudio.engine.trainer import TrainerConfig
 from nerfstudio.plugins.types import MethodSpecification
 
+from evos_nerf.nerfstudio.compat import allow_numpy_scalars_in_checkpoints
 from evos_nerf.nerfstudio.datamanager import EvosDataManagerConfig
 from evos_nerf.nerfstudio.model import EvosNerfactoModelConfig
 from evos_nerf.nerfstudio.pipeline import EvosPipelineConfig
+from evos_nerf.nerfstudio.trainer import EvosTrainerConfig
+
+allow_numpy_scalars_in_checkpoints()
 
 
 def _optimizers() -> dict:
@@ -48,9 +51,9 @@ def _machine() -> MachineConfig:
     return MachineConfig(device_type="cuda" if torch.cuda.is_available() else "cpu")
 
 
-def evos_nerf_config() -> TrainerConfig:
+def evos_nerf_config() -> EvosTrainerConfig:
     """nerfacto + EVOS pixel selection, for real captures (nerfstudio-data by default)."""
-    return TrainerConfig(
+    return EvosTrainerConfig(
         method_name="evos-nerf",
         steps_per_eval_batch=500,
         steps_per_save=2000,
@@ -75,7 +78,7 @@ def evos_nerf_config() -> TrainerConfig:
     )
 
 
-def evos_nerf_blender_config() -> TrainerConfig:
+def evos_nerf_blender_config() -> EvosTrainerConfig:
     """The same for NeRF-synthetic (blender) scenes: white background, near 2 / far 6, uniform
     initial proposal sampler, no camera optimizer, no scene contraction, no distortion loss."""
     config = evos_nerf_config()

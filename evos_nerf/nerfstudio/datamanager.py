@@ -21,6 +21,7 @@ from torch import Tensor
 
 from evos_nerf.core.schedules import is_key_iteration
 from evos_nerf.core.store import FitnessStore, key_pool_size
+from evos_nerf.nerfstudio.data_checks import check_scene
 from evos_nerf.nerfstudio.sampler import EvosPixelSampler, EvosPixelSamplerConfig
 
 MeasureFn = Callable[[Tensor], Tensor]
@@ -54,6 +55,8 @@ class EvosDataManager(VanillaDataManager):
             )
         if config.patch_size != 1:
             raise ValueError(f"evos-nerf selects single pixels; --pipeline.datamanager.patch-size must be 1, got {config.patch_size}")
+        if test_mode != "inference":
+            check_scene(config.dataparser, config.data, ["train", "test" if test_mode == "test" else "val"])
         self.total_steps = 30000
         self.last_key_step = -1
         self.generator: Optional[torch.Generator] = None
