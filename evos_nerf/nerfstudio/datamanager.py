@@ -8,6 +8,7 @@ the per-pixel fitness, and the selection RNG and schedule position ride along as
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Literal, Optional, Tuple, Type, Union
 
@@ -59,6 +60,10 @@ class EvosDataManager(VanillaDataManager):
             check_scene(config.dataparser, config.data, ["train", "test" if test_mode == "test" else "val"])
         self.total_steps = 30000
         self.last_key_step = -1
+        self.selection_seconds = 0.0
+        """Time spent choosing pixels, writing fitness back and ranking (the sampler's overhead)."""
+        self.refresh_seconds = 0.0
+        """Time spent re-measuring stale pixels at key iterations (extra forward passes)."""
         self.generator: Optional[torch.Generator] = None
         super().__init__(config, device, test_mode, world_size, local_rank, **kwargs)
 
@@ -113,7 +118,9 @@ class EvosDataManager(VanillaDataManager):
         self.train_count += 1
         image_batch = next(self.iter_train_image_dataloader)
         self._ensure_initialised(image_batch)
+        start = time.perf_counter()
         batch = self.train_pixel_sampler.sample(image_batch)
+        self.selection_seconds += time.perf_counter() - start
         ray_bundle = self.train_ray_generator(batch["indices"])
         return ray_bundle, batch
 
@@ -131,10 +138,13 @@ class EvosDataManager(VanillaDataManager):
         if cfg.ranking in ("evos", "topk") and not bool((store.last_step >= 0).any()):
             return  # nothing measured yet: keep sampling uniformly until the next key iteration
         if measure is not None and cfg.refresh_budget > 0 and cfg.ranking in ("evos", "topk"):
+            start = time.perf_counter()
             stale = store.stalest_in_pool(step, cfg.refresh_budget)
             if stale.numel():
                 errors = measure(store.unflatten(stale).cpu())
                 self._warn_skipped(store.update(stale, errors, step), step, "re-measured")
+            self.refresh_seconds += time.perf_counter() - start
+        start = time.perf_counter()
         num_valid = int(store.valid.sum())
         store.rank(
             key_pool_size(num_valid, cfg.selection_ratio),
@@ -145,12 +155,15 @@ class EvosDataManager(VanillaDataManager):
             self.generator,
         )
         self.last_key_step = step
+        self.selection_seconds += time.perf_counter() - start
 
     def update_fitness(self, indices: Tensor, errors: Tensor, step: int) -> None:
         """Feed back the per-ray errors of the rays just trained (absolute camera, y, x)."""
+        start = time.perf_counter()
         store = self.fitness_store
         flat = store.flat_index(indices[:, 0], indices[:, 1], indices[:, 2])
         self._warn_skipped(store.update(flat, errors, step), step, "trained")
+        self.selection_seconds += time.perf_counter() - start
 
     @staticmethod
     def _warn_skipped(skipped: int, step: int, what: str) -> None:
