@@ -7,15 +7,18 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
 
 @contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; it replaces ``path`` only if the block succeeds."""
+def atomic_path(path: Path, tmp_dir: Optional[Path] = None) -> Iterator[Path]:
+    """Yield a temporary path; it replaces ``path`` only if the block succeeds.
+
+    ``tmp_dir`` (default: beside ``path``) must be on the same filesystem for the rename to be atomic.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=tmp_dir or path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:

@@ -137,7 +137,8 @@ def test_bad_scenes_fail_with_a_message_that_names_the_problem(scene, tmp_path, 
 def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     import evos_nerf.nerfstudio.trainer as trainer_module
 
-    target = tmp_path / "step-000000001.ckpt"
+    (tmp_path / "nerfstudio_models").mkdir()
+    target = tmp_path / "nerfstudio_models" / "step-000000001.ckpt"
     trainer_module.atomic_torch_save({"a": torch.ones(3)}, target)
     assert torch.load(target)["a"].sum() == 3
 
@@ -149,4 +150,5 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         trainer_module.atomic_torch_save({"a": torch.zeros(3)}, target)
     assert torch.load(target)["a"].sum() == 3  # the previous checkpoint is intact
-    assert [p.name for p in tmp_path.iterdir()] == [target.name]  # no temporary left behind
+    assert [p.name for p in target.parent.iterdir()] == [target.name]
+    assert [p.name for p in tmp_path.iterdir()] == ["nerfstudio_models"]  # no temporary left behind

@@ -1,13 +1,12 @@
 """nerfstudio's Trainer, with checkpoints that are never half-written.
 
 Upstream ``torch.save``s straight to ``step-N.ckpt`` and then deletes older checkpoints, so a run
-killed mid-save can leave only a truncated file. Here the same save goes to a temporary file in
-the same folder and is renamed into place, which is atomic on POSIX filesystems.
+killed mid-save can leave only a truncated file. Here the same save goes to a temporary file on
+the same filesystem and is renamed into place, which is atomic on POSIX filesystems.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Type
@@ -16,20 +15,17 @@ from unittest import mock
 import torch
 from nerfstudio.engine.trainer import Trainer, TrainerConfig
 
+from evos_nerf.io import atomic_path
+
 _torch_save = torch.save
 
 
 def atomic_torch_save(obj, path) -> None:
+    # The temporary file goes one folder up: nerfstudio parses every file name in the checkpoint
+    # folder as step-N.ckpt, so a leftover from a killed save there would break --load-dir.
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path, tmp_dir=path.parent.parent) as tmp:
         _torch_save(obj, tmp)
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 @dataclass
