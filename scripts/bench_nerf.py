@@ -35,7 +35,7 @@ console = Console()
 
 @dataclass
 class Args:
-    preset: Literal["cpu", "full"] = "cpu"
+    preset: Literal["cpu", "pilot", "full"] = "cpu"
     shared: Path = ROOT.parent / "shared" / "data"
     out: Path = ROOT / "benchmarks"
     work: Path = Path("/tmp/evos-bench-nerf")

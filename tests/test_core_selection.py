@@ -85,3 +85,18 @@ def test_laplacian_of_a_point_and_zero_padding():
     flat = laplacian(torch.full((4, 4), 2.0))
     assert flat[0, 0] == -4.0  # corner: two zero-padded neighbours
     assert flat[1, 1] == 0.0
+
+
+def test_rejection_sampling_path_is_uniform_too():
+    # 10 draws from a pool of 500 takes the O(n) rejection path.
+    g = torch.Generator().manual_seed(4)
+    excluded = membership(torch.arange(500), 1000)
+    counts = torch.zeros(1000)
+    for _ in range(2000):
+        picks = mutate(1000, 10, excluded, g, num_excluded=500)
+        assert picks.unique().numel() == 10
+        counts[picks] += 1
+    assert counts[:500].sum() == 0
+    per_pixel = counts[500:] / 2000  # expected 10 / 500 = 0.02
+    assert abs(float(per_pixel.mean()) - 0.02) < 1e-6
+    assert float(per_pixel.std()) < 0.006

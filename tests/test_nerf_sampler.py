@@ -80,3 +80,24 @@ def test_nan_errors_are_skipped_not_stored():
     assert skipped == 2
     assert store.last_step.tolist() == [3, -1, -1, -1]
     assert float(store.fitness[0]) == 0.5
+
+
+def test_variable_resolution_batches_gather_from_the_right_camera():
+    sizes = [(4, 6), (5, 3), (2, 8)]
+    cfg = EvosPixelSamplerConfig(mutation_ratio=0.5)
+    sampler = cfg.setup(num_rays_per_batch=24)
+    store = FitnessStore(sizes)
+    gen = torch.Generator().manual_seed(1)
+    images = [torch.rand(h, w, 3, generator=gen) for h, w in sizes]
+    store.initialise(images)
+    sampler.attach(store, gen)
+    order = [1, 2, 0]
+    image_batch = {"image": [images[i] for i in order], "image_idx": torch.tensor(order)}
+    store.update(torch.arange(store.num_pixels), torch.rand(store.num_pixels), 1)
+    store.rank(10, step=1)
+    for _ in range(5):
+        out = sampler.sample(image_batch)
+        assert out["image"].shape == (24, 3)
+        for (c, y, x), rgb in zip(out["indices"].tolist(), out["image"]):
+            assert y < sizes[c][0] and x < sizes[c][1]
+            assert torch.equal(rgb, images[c][y, x])

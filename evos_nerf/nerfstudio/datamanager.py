@@ -17,6 +17,7 @@ from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManager, VanillaDataManagerConfig
 from nerfstudio.data.pixel_samplers import PixelSampler, PixelSamplerConfig
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
+from nerfstudio.utils import writer
 from nerfstudio.utils.rich_utils import CONSOLE
 from torch import Tensor
 
@@ -156,6 +157,18 @@ class EvosDataManager(VanillaDataManager):
         )
         self.last_key_step = step
         self.selection_seconds += time.perf_counter() - start
+        self._log_key_iteration(step)
+
+    def _log_key_iteration(self, step: int) -> None:
+        """Scalars for tensorboard / wandb (no-ops without a writer or off rank 0)."""
+        store = self.fitness_store
+        visited = (store.last_step >= 0) & store.valid
+        writer.put_scalar("EVOS/never_visited_share", 1.0 - float(visited.sum()) / max(1, int(store.valid.sum())), step)
+        writer.put_scalar("EVOS/crossover_balance_p", store.last_balance, step)
+        if bool(visited.any()):
+            writer.put_scalar("EVOS/mean_fitness", float(store.fitness[visited].float().mean()), step)
+        if store.pool is not None and store.pool.numel():
+            writer.put_scalar("EVOS/pool_mean_fitness", float(store.fitness[store.pool].float().mean()), step)
 
     def update_fitness(self, indices: Tensor, errors: Tensor, step: int) -> None:
         """Feed back the per-ray errors of the rays just trained (absolute camera, y, x)."""
