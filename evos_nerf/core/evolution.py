@@ -15,8 +15,8 @@ from torch import Tensor
 
 from evos_nerf.core import schedules
 from evos_nerf.core.laplacian import DEFAULT_LAMBDA
-from evos_nerf.errors import UserInputError
 from evos_nerf.core.selection import CrossoverMethod, Offspring, crossover, membership, mutate, top_k
+from evos_nerf.errors import UserInputError
 
 
 @dataclass

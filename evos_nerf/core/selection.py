@@ -151,7 +151,9 @@ def _mutate_by_rejection(
         num_draws = int(math.ceil(num_mutants * oversample * num_samples / pool_size)) + 16
         draws = torch.randint(0, num_samples, (num_draws,), generator=generator, device=gen_device)
         if excluded is not None:
-            draws = draws[~excluded.to(gen_device)[draws]]
+            # Move the O(n) draws to the mask, never the O(N) mask to the generator.
+            on_mask = draws.to(excluded.device)
+            draws = on_mask[~excluded[on_mask]].to(gen_device)
         distinct = torch.unique(draws)
         if distinct.numel() >= num_mutants:
             keep = torch.randperm(distinct.numel(), generator=generator, device=gen_device)[:num_mutants]
