@@ -45,3 +45,11 @@ def test_staleness_control_ranks_longest_untrained_first():
     pool = store.rank(3, "staleness", step=10)
     assert {3, 4} < set(pool.tolist())  # never visited first
     assert 1 not in pool.tolist()  # the most recently trained pixel last
+
+
+def test_image_that_does_not_match_its_camera_is_named():
+    import pytest
+
+    store = FitnessStore([(4, 4), (4, 4)])
+    with pytest.raises(ValueError, match="b.png is 5x4 but its camera is 4x4"):
+        store.initialise([torch.rand(4, 4, 3), torch.rand(4, 5, 3)], names=["a.png", "b.png"])

@@ -93,16 +93,23 @@ class FitnessStore(nn.Module):
         return values[start:end].reshape(int(self.heights[camera]), int(self.widths[camera]))
 
     # -- initialisation from the training images ----------------------------------------------
-    def initialise(self, images: Sequence[Tensor], masks: Optional[Sequence[Optional[Tensor]]] = None) -> None:
-        """Edge prior and valid mask from the training images ([H, W, 3] in [0, 1], camera order)."""
+    def initialise(
+        self,
+        images: Sequence[Tensor],
+        masks: Optional[Sequence[Optional[Tensor]]] = None,
+        names: Optional[Sequence[str]] = None,
+    ) -> None:
+        """Edge prior and valid mask from the training images ([H, W, 3] in [0, 1], camera order).
+
+        ``names`` (e.g. file names) make size-mismatch errors point at the offending image.
+        """
         if len(images) != self.num_images:
             raise ValueError(f"expected {self.num_images} training images, got {len(images)}")
         for cam, image in enumerate(images):
             h, w = int(self.heights[cam]), int(self.widths[cam])
             if tuple(image.shape[:2]) != (h, w):
-                raise ValueError(
-                    f"training image {cam} is {image.shape[1]}x{image.shape[0]} but its camera is {w}x{h}"
-                )
+                name = names[cam] if names is not None else f"training image {cam}"
+                raise ValueError(f"{name} is {image.shape[1]}x{image.shape[0]} but its camera is {w}x{h}")
             lap = laplacian_of_rgb(image[..., :3].float().cpu()) / 255.0  # [0, 1] units: fits in fp16
             self.image_view(self.edges, cam).copy_((lap**2).to(self.edges.device, self.edges.dtype))
             mask = masks[cam] if masks is not None else None

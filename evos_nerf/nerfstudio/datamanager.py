@@ -107,12 +107,7 @@ class EvosDataManager(VanillaDataManager):
         masks = None
         if "mask" in image_batch:
             masks = [image_batch["mask"][order[c]] for c in range(store.num_images)]
-        for cam, image in enumerate(images):
-            h, w = int(store.heights[cam]), int(store.widths[cam])
-            if tuple(image.shape[:2]) != (h, w):
-                name = self.train_dataset.image_filenames[cam]
-                raise ValueError(f"image {name} is {image.shape[1]}x{image.shape[0]} but its camera says {w}x{h}")
-        store.initialise(images, masks)
+        store.initialise(images, masks, names=[str(n) for n in self.train_dataset.image_filenames])
 
     # -- training -----------------------------------------------------------------------------
     def next_train(self, step: int) -> Tuple[RayBundle, Dict]:
