@@ -24,7 +24,7 @@ from torch import Tensor
 from evos_nerf.core.schedules import is_key_iteration
 from evos_nerf.core.store import FitnessStore, key_pool_size
 from evos_nerf.nerfstudio.data_checks import check_scene
-from evos_nerf.nerfstudio.sampler import EvosPixelSampler, EvosPixelSamplerConfig
+from evos_nerf.nerfstudio.sampler import EvosPixelSampler, EvosPixelSamplerConfig, batch_positions
 
 MeasureFn = Callable[[Tensor], Tensor]
 """[R, 3] absolute (camera, y, x) -> [R] per-ray squared error, measured without gradients."""
@@ -185,11 +185,10 @@ class EvosDataManager(VanillaDataManager):
         """Ground-truth RGB(A) of absolute (camera, y, x) training pixels, from the cached images."""
         image_batch = self.train_image_dataloader.cached_collated_batch
         images = image_batch["image"]
+        pos = batch_positions(image_batch["image_idx"], self.fitness_store.num_images)[indices[:, 0]]
         if isinstance(images, list):
-            return torch.stack([images[_pos(image_batch, int(c))][int(y), int(x)] for c, y, x in indices.tolist()])
-        pos = torch.full((self.fitness_store.num_images,), -1, dtype=torch.long)
-        pos[image_batch["image_idx"].cpu()] = torch.arange(len(image_batch["image_idx"]))
-        return images[pos[indices[:, 0]], indices[:, 1], indices[:, 2]]
+            return torch.stack([images[p][y, x] for p, (_, y, x) in zip(pos.tolist(), indices.tolist())])
+        return images[pos, indices[:, 1], indices[:, 2]]
 
     def get_training_callbacks(self, attrs: TrainingCallbackAttributes) -> List[TrainingCallback]:
         self.total_steps = max(1, int(attrs.trainer.config.max_num_iterations))
@@ -219,6 +218,3 @@ class EvosDataManager(VanillaDataManager):
                 )
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
 
-
-def _pos(image_batch: Dict[str, Any], camera: int) -> int:
-    return int((image_batch["image_idx"] == camera).nonzero()[0])

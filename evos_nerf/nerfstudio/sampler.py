@@ -67,6 +67,13 @@ class EvosPixelSamplerConfig(PixelSamplerConfig):
         return None if self.strategy == "uniform" else self.strategy  # type: ignore[return-value]
 
 
+def batch_positions(image_idx: Tensor, num_images: int) -> Tensor:
+    """Absolute camera index -> position in an image batch (-1 where a camera is absent)."""
+    pos = torch.full((num_images,), -1, dtype=torch.long)
+    pos[image_idx.cpu().long()] = torch.arange(image_idx.numel())
+    return pos
+
+
 class EvosPixelSampler(PixelSampler):
     """Selects rays with the fitness store; the store lives on the datamanager (an nn.Module)."""
 
@@ -91,11 +98,8 @@ class EvosPixelSampler(PixelSampler):
         return flat
 
     def _positions(self, image_idx: Tensor) -> Tensor:
-        """Absolute camera index -> position in this image batch."""
         assert self.store is not None
-        pos = torch.full((self.store.num_images,), -1, dtype=torch.long)
-        pos[image_idx.cpu().long()] = torch.arange(image_idx.numel())
-        return pos
+        return batch_positions(image_idx, self.store.num_images)
 
     def collate_image_dataset_batch(self, batch: Dict, num_rays_per_batch: int, keep_full_image: bool = False):
         indices = self.store.unflatten(self.select(num_rays_per_batch)).cpu()
