@@ -19,12 +19,17 @@ How the three EVOS mechanisms map to rays (our adaptation; no public EVOS NeRF c
   pixels outside the pool, which also explores never-visited pixels. Never-visited pixels rank
   with the mean observed error (a neutral prior, with a tiny random tie-break), so they are
   neither starved nor allowed to crowd the pool.
+
+A store may hold a *shard*: a subset of the cameras (``cameras`` lists their absolute indices).
+Indexing by (camera, y, x) always uses absolute camera indices; flat indices are local to the
+shard. Distributed runs pass ``reduce_sum`` to :meth:`rank` so that the crossover balance and the
+never-visited prior are agreed over all shards (see ``evos_nerf.core.sharding``).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Literal, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -37,12 +42,38 @@ Ranking = Literal["evos", "topk", "staleness", "edges"]
 mining); staleness: time since last trained (coverage control); edges: ground-truth Laplacian only
 (edge-prior control)."""
 
+ReduceSum = Callable[[Tensor], Tensor]
+"""Sums a small float64 tensor over all shards (identity on one process)."""
+
+VISITS_MAX = torch.iinfo(torch.int16).max
+
+
+def _identity(t: Tensor) -> Tensor:
+    return t
+
 
 class FitnessStore(nn.Module):
-    def __init__(self, sizes: Sequence[Tuple[int, int]], dtype: torch.dtype = torch.float16) -> None:
+    def __init__(
+        self,
+        sizes: Sequence[Tuple[int, int]],
+        dtype: torch.dtype = torch.float16,
+        cameras: Optional[Sequence[int]] = None,
+        num_cameras: Optional[int] = None,
+    ) -> None:
+        """``sizes`` are (H, W) of the images this store holds; ``cameras`` their absolute indices
+        (default: all cameras 0..N-1); ``num_cameras`` the total number of training cameras."""
         super().__init__()
         if not sizes:
             raise ValueError("a fitness store needs at least one training image")
+        cameras = list(range(len(sizes))) if cameras is None else [int(c) for c in cameras]
+        if len(cameras) != len(sizes):
+            raise ValueError(f"{len(cameras)} camera indices for {len(sizes)} image sizes")
+        self.num_cameras = int(num_cameras if num_cameras is not None else max(cameras) + 1)
+        local_of = torch.full((self.num_cameras,), -1, dtype=torch.long)
+        local_of[torch.tensor(cameras, dtype=torch.long)] = torch.arange(len(cameras))
+        self.register_buffer("cameras", torch.tensor(cameras, dtype=torch.long))
+        """Absolute camera index of each image in this store (a shard holds a subset)."""
+        self.register_buffer("local_of", local_of, persistent=False)
         heights = torch.tensor([h for h, _ in sizes], dtype=torch.long)
         widths = torch.tensor([w for _, w in sizes], dtype=torch.long)
         counts = heights * widths
@@ -60,6 +91,8 @@ class FitnessStore(nn.Module):
         """Ground truth's squared Laplacian, normalised to mean 1 over valid pixels."""
         self.register_buffer("valid", torch.ones(self.num_pixels, dtype=torch.bool))
         """False for masked-out pixels: never selected."""
+        self.register_buffer("visits", torch.zeros(self.num_pixels, dtype=torch.int16))
+        """How often each pixel was trained (saturates at 32767): the selection-count map."""
         self.register_buffer("initialised", torch.zeros((), dtype=torch.bool))
         self.pool: Optional[Tensor] = None
         """Candidate pool from the last key iteration (flat indices, fittest first)."""
@@ -73,24 +106,36 @@ class FitnessStore(nn.Module):
     # -- indexing ----------------------------------------------------------------------------
     @property
     def num_images(self) -> int:
+        """Images held by this store (all of them, or this rank's shard)."""
         return int(self.heights.numel())
 
+    def owns(self, camera: int) -> bool:
+        return 0 <= camera < self.num_cameras and int(self.local_of[camera]) >= 0
+
+    def _local(self, camera: Tensor) -> Tensor:
+        local = self.local_of[camera.to(self.local_of.device).long()]
+        if bool((local < 0).any()):
+            raise IndexError("pixels of cameras outside this fitness-store shard")
+        return local
+
     def flat_index(self, camera: Tensor, y: Tensor, x: Tensor) -> Tensor:
-        camera = camera.to(self.offsets.device).long()
-        return self.offsets[camera] + y.to(camera.device).long() * self.widths[camera] + x.to(camera.device).long()
+        """Absolute (camera, y, x) -> flat index into this store."""
+        local = self._local(camera)
+        return self.offsets[local] + y.to(local.device).long() * self.widths[local] + x.to(local.device).long()
 
     def unflatten(self, flat: Tensor) -> Tensor:
-        """Flat indices -> [R, 3] long (camera, y, x)."""
+        """Flat indices -> [R, 3] long (absolute camera, y, x)."""
         flat = flat.to(self.offsets.device).long()
-        camera = torch.searchsorted(self.offsets, flat, right=True) - 1
-        rem = flat - self.offsets[camera]
-        width = self.widths[camera]
-        return torch.stack([camera, rem // width, rem % width], dim=-1)
+        local = torch.searchsorted(self.offsets, flat, right=True) - 1
+        rem = flat - self.offsets[local]
+        width = self.widths[local]
+        return torch.stack([self.cameras[local], rem // width, rem % width], dim=-1)
 
     def image_view(self, values: Tensor, camera: int) -> Tensor:
-        """[H, W] view of a per-pixel tensor for one camera (heatmaps)."""
-        start, end = int(self.offsets[camera]), int(self.offsets[camera + 1])
-        return values[start:end].reshape(int(self.heights[camera]), int(self.widths[camera]))
+        """[H, W] view of a per-pixel tensor for one (absolute) camera (heatmaps)."""
+        local = int(self._local(torch.tensor([camera]))[0])
+        start, end = int(self.offsets[local]), int(self.offsets[local + 1])
+        return values[start:end].reshape(int(self.heights[local]), int(self.widths[local]))
 
     # -- initialisation from the training images ----------------------------------------------
     def initialise(
@@ -98,33 +143,46 @@ class FitnessStore(nn.Module):
         images: Sequence[Tensor],
         masks: Optional[Sequence[Optional[Tensor]]] = None,
         names: Optional[Sequence[str]] = None,
+        reduce_sum: ReduceSum = _identity,
     ) -> None:
-        """Edge prior and valid mask from the training images ([H, W, 3] in [0, 1], camera order).
+        """Edge prior and valid mask from the training images ([H, W, 3] in [0, 1], in the order of
+        ``self.cameras``).
 
         ``names`` (e.g. file names) make size-mismatch errors point at the offending image.
+        ``reduce_sum`` normalises the edge prior over all shards, so every rank uses one scale.
         """
         if len(images) != self.num_images:
             raise ValueError(f"expected {self.num_images} training images, got {len(images)}")
-        for cam, image in enumerate(images):
-            h, w = int(self.heights[cam]), int(self.widths[cam])
+        for local, image in enumerate(images):
+            cam = int(self.cameras[local])
+            h, w = int(self.heights[local]), int(self.widths[local])
             if tuple(image.shape[:2]) != (h, w):
-                name = names[cam] if names is not None else f"training image {cam}"
+                name = names[local] if names is not None else f"training image {cam}"
                 raise ValueError(f"{name} is {image.shape[1]}x{image.shape[0]} but its camera is {w}x{h}")
             lap = laplacian_of_rgb(image[..., :3].float().cpu()) / 255.0  # [0, 1] units: fits in fp16
             self.image_view(self.edges, cam).copy_((lap**2).to(self.edges.device, self.edges.dtype))
-            mask = masks[cam] if masks is not None else None
+            mask = masks[local] if masks is not None else None
             if mask is not None:
                 self.image_view(self.valid, cam).copy_(mask.reshape(h, w).bool().to(self.valid.device))
-        if not bool(self.valid.any()):
+        edges = self.edges.float()[self.valid]
+        totals = reduce_sum(torch.tensor([float(edges.sum()), float(edges.numel())], dtype=torch.float64))
+        if float(totals[1]) == 0:
             raise ValueError("every training pixel is masked out; nothing to train on")
-        mean_edges = float(self.edges.float()[self.valid].mean())
+        mean_edges = float(totals[0] / totals[1])
         self.edges.copy_((self.edges.float() / max(mean_edges, 1e-12)).to(self.edges.dtype))
         self.initialised.fill_(True)
 
     # -- feedback ------------------------------------------------------------------------------
-    def update(self, flat: Tensor, error: Tensor, step: int) -> int:
-        """Write measured errors back; non-finite errors are skipped. Returns how many were skipped."""
+    def update(self, flat: Tensor, error: Tensor, step: int, trained: bool = True) -> int:
+        """Write measured errors back; non-finite errors are skipped. Returns how many were skipped.
+
+        ``trained`` counts the pixels as trained (visits); re-measurements at key iterations are not.
+        """
         flat = flat.to(self.fitness.device).long()
+        if trained:
+            self.visits.index_put_((flat,), torch.ones_like(flat, dtype=self.visits.dtype), accumulate=True)
+            touched = self.visits[flat]  # int16 wraps negative past 32767: saturate instead
+            self.visits[flat] = torch.where(touched < 0, torch.full_like(touched, VISITS_MAX), touched)
         error = error.detach().reshape(-1).to(self.fitness.device).float()
         finite = torch.isfinite(error)
         skipped = int((~finite).sum())
@@ -150,7 +208,9 @@ class FitnessStore(nn.Module):
         pos = torch.searchsorted(curve[:, 0].contiguous(), steps.float().contiguous(), right=True) - 1
         return level[pos.clamp(0, level.numel() - 1)]
 
-    def corrected_fitness(self, stale_correction: bool, generator: torch.Generator) -> Tensor:
+    def corrected_fitness(
+        self, stale_correction: bool, generator: torch.Generator, reduce_sum: ReduceSum = _identity
+    ) -> Tensor:
         """Fitness as of now: stale errors rescaled by the error curve, never-visited at the mean."""
         e = self.fitness.float()
         visited = self.last_step >= 0
@@ -159,7 +219,9 @@ class FitnessStore(nn.Module):
             if now is not None:
                 ratio = self._error_level(now) / self._error_level(self.last_step.clamp_min(0))
                 e = torch.where(visited, e * ratio.clamp(max=1.0), e)
-        prior = float(e[visited & self.valid].mean()) if bool((visited & self.valid).any()) else 1.0
+        seen = e[visited & self.valid]
+        totals = reduce_sum(torch.tensor([float(seen.sum()), float(seen.numel())], dtype=torch.float64))
+        prior = float(totals[0] / totals[1]) if float(totals[1]) > 0 else 1.0
         jitter = torch.rand(e.shape, generator=generator, device=generator.device).to(e.device)
         e = torch.where(visited, e, prior * (1.0 + 1e-3 * jitter))
         return e
@@ -172,6 +234,7 @@ class FitnessStore(nn.Module):
         stale_correction: bool = True,
         step: int = 0,
         generator: Optional[torch.Generator] = None,
+        reduce_sum: ReduceSum = _identity,
     ) -> Tensor:
         """Build the candidate pool of ``pool_size`` pixels; masked-out pixels never enter it."""
         generator = generator or torch.Generator(device="cpu")
@@ -183,16 +246,16 @@ class FitnessStore(nn.Module):
         elif ranking == "edges":
             pool = top_k(torch.where(self.valid, self.edges.float(), neg_inf), pool_size)
         elif ranking == "topk":
-            e = self.corrected_fitness(False, generator)
+            e = self.corrected_fitness(False, generator, reduce_sum)
             pool = top_k(torch.where(self.valid, e, neg_inf), pool_size)
         else:
-            e = self.corrected_fitness(stale_correction, generator)
+            e = self.corrected_fitness(stale_correction, generator, reduce_sum)
             hf = e * self.edges.float()
-            # EVOS Eq. 5 over valid pixels only.
+            # EVOS Eq. 5 over valid pixels only (of every shard: p is the same on all ranks).
             p = None
             if crossover_method == "select":
-                e_mean, hf_mean = float(e[self.valid].mean()), float(hf[self.valid].mean())
-                p = e_mean / max(e_mean + hf_mean, 1e-30)
+                sums = reduce_sum(torch.tensor([float(e[self.valid].sum()), float(hf[self.valid].sum())], dtype=torch.float64))
+                p = float(sums[0]) / max(float(sums[0] + sums[1]), 1e-30)
             offspring = crossover(
                 torch.where(self.valid, e, neg_inf), torch.where(self.valid, hf, neg_inf), pool_size,
                 crossover_method, balance=p,
@@ -215,14 +278,24 @@ class FitnessStore(nn.Module):
         return self.pool[top_k(age, budget)]
 
     # -- per-step selection ----------------------------------------------------------------------
-    def sample(self, batch_size: int, mutation_share: float, generator: torch.Generator) -> Tuple[Tensor, int]:
-        """(flat indices of one batch, number of mutants). O(batch): never touches all pixels."""
+    def sample_uniform(self, batch_size: int, generator: torch.Generator) -> Tensor:
+        """Uniform over valid pixels (no ranking yet, the uniform baseline, or evolution paused)."""
+        idx = mutate(self.num_pixels, batch_size, ~self.valid, generator, self.fitness.device)
+        return _fill(idx, batch_size, generator)
+
+    def sample(
+        self, batch_size: int, mutation_share: float, generator: torch.Generator, num_mutants: Optional[int] = None
+    ) -> Tuple[Tensor, int]:
+        """(flat indices of one batch, number of mutants). O(batch): never touches all pixels.
+
+        ``num_mutants`` overrides ``round(batch_size * mutation_share)`` (sharded runs size each
+        rank's mutant share by its number of unselected pixels, see ``sharding.mutant_count``).
+        """
         if self.pool is None or self.pool.numel() == 0:
-            # No ranking yet: uniform over valid pixels.
-            invalid = ~self.valid
-            idx = mutate(self.num_pixels, batch_size, invalid, generator, self.fitness.device)
-            return _fill(idx, batch_size, generator), idx.numel()
-        num_mutants = int(round(batch_size * mutation_share))
+            return self.sample_uniform(batch_size, generator), batch_size
+        if num_mutants is None:
+            num_mutants = int(round(batch_size * mutation_share))
+        num_mutants = min(max(num_mutants, 0), batch_size)
         num_selected = min(batch_size - num_mutants, self.pool.numel())
         num_mutants = batch_size - num_selected
         pos = mutate(self.pool.numel(), num_selected, None, generator, self.pool.device)
@@ -259,6 +332,26 @@ class FitnessStore(nn.Module):
 
     def memory_bytes(self) -> int:
         return sum(b.numel() * b.element_size() for b in self.buffers())
+
+    @property
+    def num_unselected(self) -> int:
+        """Valid pixels outside the pool: what mutation draws from."""
+        return self.num_pixels - self.num_excluded if self.excluded is not None else int(self.valid.sum())
+
+    # -- global (unsharded) layout -----------------------------------------------------------
+    def to_global_flat(self, flat: Tensor, global_offsets: Tensor, global_widths: Tensor) -> Tensor:
+        cyx = self.unflatten(flat)
+        return global_offsets[cyx[:, 0]] + cyx[:, 1] * global_widths[cyx[:, 0]] + cyx[:, 2]
+
+    def from_global_flat(self, flat: Tensor, global_offsets: Tensor, global_widths: Tensor) -> Tensor:
+        """Global flat indices -> this store's flat indices, dropping pixels of cameras it does not hold."""
+        flat = flat.long().cpu()
+        camera = torch.searchsorted(global_offsets.cpu(), flat, right=True) - 1
+        keep = self.local_of.cpu()[camera] >= 0
+        flat, camera = flat[keep], camera[keep]
+        rem = flat - global_offsets.cpu()[camera]
+        width = global_widths.cpu()[camera]
+        return self.flat_index(camera, rem // width, rem % width)
 
 
 def _fill(idx: Tensor, batch_size: int, generator: torch.Generator) -> Tensor:

@@ -60,6 +60,7 @@ class EvosPipeline(VanillaPipeline):
     @profiler.time_function
     def get_train_loss_dict(self, step: int):
         dm = self.datamanager
+        dm.begin_step(step)
         if dm.is_key_iteration(step):
             dm.key_iteration(step, self.measure_errors)
         ray_bundle, batch = dm.next_train(step)

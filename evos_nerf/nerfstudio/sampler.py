@@ -14,6 +14,7 @@ from nerfstudio.data.pixel_samplers import PixelSampler, PixelSamplerConfig
 from torch import Tensor
 
 from evos_nerf.core.selection import CrossoverMethod
+from evos_nerf.core.sharding import mutant_count
 from evos_nerf.core.store import FitnessStore, Ranking
 
 Strategy = Literal["evos", "uniform", "topk", "staleness", "edges"]
@@ -84,22 +85,33 @@ class EvosPixelSampler(PixelSampler):
         config.validate()
         self.store: Optional[FitnessStore] = None
         self.generator: Optional[torch.Generator] = None
+        self.controls = None
+        """Live selection/mutation ratios and pause switch (the datamanager's EvosControls)."""
+        self.mutation_scale = 1.0
+        """Factor on the mutant count that keeps mutation uniform across shards (1 on one rank)."""
         self.last_num_mutants = 0
         self._flat_cache: Dict[str, Tensor] = {}
 
-    def attach(self, store: FitnessStore, generator: torch.Generator) -> None:
-        self.store, self.generator = store, generator
+    def attach(self, store: FitnessStore, generator: torch.Generator, controls=None) -> None:
+        self.store, self.generator, self.controls = store, generator, controls
 
     def select(self, batch_size: int) -> Tensor:
         """Flat pixel indices for one batch."""
         assert self.store is not None and self.generator is not None, "sampler used before attach()"
-        mutation = 1.0 if self.config.strategy == "uniform" else self.config.effective_mutation_ratio
-        flat, self.last_num_mutants = self.store.sample(batch_size, mutation, self.generator)
+        paused = self.controls is not None and self.controls.paused
+        if self.config.strategy == "uniform" or paused:
+            self.last_num_mutants = batch_size
+            return self.store.sample_uniform(batch_size, self.generator)
+        share = self.config.mutation_ratio if self.controls is None else self.controls.mutation_ratio
+        if self.config.strategy == "topk":
+            share = 0.0
+        num_mutants = mutant_count(batch_size, share, self.mutation_scale, self.generator)
+        flat, self.last_num_mutants = self.store.sample(batch_size, share, self.generator, num_mutants)
         return flat
 
     def _positions(self, image_idx: Tensor) -> Tensor:
         assert self.store is not None
-        return batch_positions(image_idx, self.store.num_images)
+        return batch_positions(image_idx, self.store.num_cameras)
 
     def collate_image_dataset_batch(self, batch: Dict, num_rays_per_batch: int, keep_full_image: bool = False):
         indices = self.store.unflatten(self.select(num_rays_per_batch)).cpu()
@@ -120,7 +132,8 @@ class EvosPixelSampler(PixelSampler):
         """Variable resolutions: gather from per-key flat concatenations in camera order."""
         flat = self.select(num_rays_per_batch).cpu()
         indices = self.store.unflatten(flat).cpu()
-        order = torch.argsort(batch["image_idx"].cpu())
+        # Concatenate in the store's camera order, so a store flat index addresses the concatenation.
+        order = self._positions(batch["image_idx"])[self.store.cameras.cpu()]
         collated = {}
         for key, value in batch.items():
             if key == "image_idx" or value is None:

@@ -1,0 +1,122 @@
+"""torchrun + gloo on CPU, real processes, through the launcher users run (evos_nerf.train)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from evos_nerf.nerfstudio import compat  # noqa: F401  (numpy scalars in nerfstudio checkpoints)
+from evos_nerf.scene import make_scene
+from nerf_helpers import train_args
+
+pytestmark = pytest.mark.slow
+TORCHRUN = str(Path(sys.executable).parent / "torchrun")
+STORE = "datamanager.fitness_store."
+NO_TERMINAL_LOG = ["--logging.local-writer.enable", "False"]
+"""nerfstudio's terminal writer crashes on a zero-step run (no step recorded); resumes train 0 steps."""
+
+
+def launch(ranks: int, args, cwd: Path, timeout: int = 600, log: Path = None):
+    """Run torchrun to completion, or start it in the background writing to ``log``."""
+    cmd = [TORCHRUN, "--standalone", "--nproc-per-node", str(ranks), "-m", "evos_nerf.train", *args]
+    env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
+    if log is not None:
+        return subprocess.Popen(cmd, cwd=cwd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True)
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def run_dir(out: Path) -> Path:
+    return out / "tiny" / "evos-nerf-blender" / "run"
+
+
+def checkpoint(out: Path) -> dict:
+    (ckpt,) = sorted((run_dir(out) / "nerfstudio_models").glob("step-*.ckpt"))
+    return torch.load(ckpt, map_location="cpu", weights_only=False)["pipeline"]
+
+
+def store_state(pipeline_state: dict) -> dict:
+    out = {k[len(STORE):]: v for k, v in pipeline_state.items() if k.startswith(STORE) and k != STORE + "_extra_state"}
+    pool = pipeline_state[STORE + "_extra_state"]["pool"]
+    out["pool"] = None if pool is None else torch.sort(pool).values
+    return out
+
+
+def assert_same_store(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        if a[key] is None:
+            assert b[key] is None, key
+        else:
+            assert torch.equal(a[key], b[key]), f"fitness state '{key}' changed across the resume"
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory) -> Path:
+    return make_scene(tmp_path_factory.mktemp("dist") / "tiny", resolution=32, num_train=8, num_val=2, num_test=2)
+
+
+@pytest.fixture(scope="module")
+def two_rank_run(scene, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("two_ranks")
+    result = launch(2, train_args(scene, out, 24, ["--collective-timeout-s", "120"]), cwd=out)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return out
+
+
+def test_two_ranks_train_in_sync_on_disjoint_shards_that_cover_every_pixel(two_rank_run):
+    reports = [json.loads((run_dir(two_rank_run) / "distributed" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert reports[0]["parameter_checksum"] == reports[1]["parameter_checksum"]
+    shards = [set(r["shard_cameras"]) for r in reports]
+    assert not shards[0] & shards[1]
+    assert shards[0] | shards[1] == set(range(8))
+    assert sum(r["shard_pixels"] for r in reports) == 8 * 32 * 32
+    assert all(r["batch_sizes"] == [128] for r in reports)
+    state = checkpoint(two_rank_run)  # one checkpoint with the global store
+    assert state[STORE + "fitness"].numel() == 8 * 32 * 32
+    assert int(state[STORE + "visits"].sum()) == 2 * 24 * 128  # every trained ray of both ranks
+    assert len(state["datamanager._extra_state"]["generators"]) == 2
+
+
+def test_resume_on_another_world_size_round_trips_the_fitness_state(two_rank_run, scene, tmp_path):
+    original = store_state(checkpoint(two_rank_run))
+    # 2 -> 1: load the sharded run's checkpoint on one process, train no steps, save again.
+    one = tmp_path / "one"
+    result = launch(1, train_args(scene, one, 0, [*NO_TERMINAL_LOG, "--load-dir", str(run_dir(two_rank_run) / "nerfstudio_models")]), cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert_same_store(original, store_state(checkpoint(one)))
+    # 1 -> 2: shard it again over two ranks and gather it back.
+    two = tmp_path / "two"
+    result = launch(2, train_args(scene, two, 0, [*NO_TERMINAL_LOG, "--load-dir", str(run_dir(one) / "nerfstudio_models")]), cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert_same_store(original, store_state(checkpoint(two)))
+
+
+def test_a_stalled_rank_stops_the_job_with_a_clear_error(scene, tmp_path):
+    log = tmp_path / "torchrun.log"
+    proc = launch(2, train_args(scene, tmp_path / "out", 100000, ["--collective-timeout-s", "15"]), cwd=tmp_path, log=log)
+    try:
+        deadline = time.monotonic() + 240
+        while "Step (% Done)" not in log.read_text() and time.monotonic() < deadline:  # training started
+            assert proc.poll() is None, log.read_text()[-3000:]
+            time.sleep(2)
+        found = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True)
+        workers = sorted(int(p) for p in found.stdout.split())
+        assert len(workers) == 2, f"expected 2 worker processes under torchrun, found {workers}"
+        os.kill(workers[-1], signal.SIGSTOP)  # a rank that hangs without dying
+        start = time.monotonic()
+        proc.wait(timeout=240)
+        waited = time.monotonic() - start
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    output = log.read_text()
+    assert proc.returncode != 0
+    assert "Another rank has died or has not answered for 15 s" in output, output[-3000:]
+    assert waited < 200
