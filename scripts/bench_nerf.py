@@ -49,6 +49,8 @@ class Args:
     """Override the number of evaluation points."""
     test_images: Optional[int] = None
     """Evaluate on the first N test images only (override the preset)."""
+    name: Optional[str] = None
+    """Output file stem (default ``nerf_<preset>``); use it for partial runs of a preset."""
 
 
 @dataclass
@@ -224,9 +226,15 @@ def main(args: Args) -> None:
             runs += group
             for run in group:
                 run.trainer = None  # free memory
+            write_results(runs, preset, budget, seeds, args, final=False)  # partial results survive a stop
     if not runs:
         console.print("[red]no scene available[/red]")
         sys.exit(2)
+    write_results(runs, preset, budget, seeds, args, final=True)
+
+
+def write_results(runs: List[Run], preset: Dict[str, Any], budget: Budget, seeds: List[int], args: Args,
+                  final: bool) -> None:
     summary = summarise(runs)
     header = (f"# NeRF benchmark, preset `{args.preset}`\n\n{budget.steps} steps x {budget.rays} rays, reduced nerfacto "
               f"(full={budget.full}), seeds {seeds}, torch {torch.__version__}, {torch.get_num_threads()} threads. "
@@ -238,14 +246,16 @@ def main(args: Args) -> None:
     for row in summary.values():
         table.add_row(row["scene"], row["strategy"], fmt_spread(row["psnr"]), fmt_spread(row["seconds"], 0),
                       fmt_ratio(row["ratio"]), f"{100 * statistics.mean(row['overhead']):.2f}%")
-    console.print(table)
+    if final:
+        console.print(table)
+    stem = args.name or f"nerf_{args.preset}"
     args.out.mkdir(parents=True, exist_ok=True)
-    write_text(args.out / f"nerf_{args.preset}.md", text)
-    write_json(args.out / f"nerf_{args.preset}.json", {
-        "preset": preset, "budget": vars(budget), "summary": summary,
+    write_text(args.out / f"{stem}.md", text if final else text + "\n(partial: the run is still going)\n")
+    write_json(args.out / f"{stem}.json", {
+        "preset": preset, "budget": vars(budget), "summary": summary, "complete": final,
         "runs": [{"scene": r.scene, "strategy": r.strategy, "seed": r.seed, "history": r.history} for r in runs],
     })
-    console.print(f"wrote {args.out / f'nerf_{args.preset}.md'}")
+    console.print(f"wrote {args.out / f'{stem}.md'}")
 
 
 if __name__ == "__main__":
