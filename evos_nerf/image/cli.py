@@ -47,6 +47,9 @@ class Fit:
     out: Path = Path("outputs/image")
     seed: int = 3407
     log_every: int = 50
+    maps: bool = False
+    """Also write fitness and selection maps as PNGs at every log step, plus a contact sheet and an
+    animated GIF of how the selection evolves (RUN/maps/)."""
     device: Optional[str] = None
     """cpu or cuda; default: cuda when available."""
     backbone: BackboneConfig = field(default_factory=lambda: BackboneConfig(width=128))
@@ -65,6 +68,7 @@ def _device(name: Optional[str]) -> torch.device:
 
 def run_fit(args: Fit) -> List[Path]:
     """Validate everything first (nothing is trained on bad input), then fit; returns run folders."""
+    from evos_nerf.image.maps import SelectionMaps
     from evos_nerf.image.report import metrics_dict, save_psnr_plot, write_run
     from evos_nerf.image.trainer import ImageFitter
 
@@ -85,6 +89,8 @@ def run_fit(args: Fit) -> List[Path]:
         results = []
         for strategy in args.strategies:
             fitter = ImageFitter(signal, strategy, args.iterations, args.evos, args.backbone, args.seed, device)
+            run_dir = args.out / signal.name / strategy
+            maps = SelectionMaps(run_dir, signal.height, signal.width) if args.maps else None
             if strategy == args.strategies[0]:
                 console.print(
                     f"{signal.name}: {signal.width}x{signal.height}, {args.backbone.kind} "
@@ -105,13 +111,16 @@ def run_fit(args: Fit) -> List[Path]:
                     args.iterations, args.log_every, on_step=lambda _: progress.advance(task)
                 ):
                     progress.update(task, psnr=f"{entry.psnr:.2f} dB")
+                    if maps is not None:
+                        maps.record(entry.step, fitter.counts, fitter.strategy.fitness_map())
             result = fitter.finish()
             lpips_value = None
             if lpips is not None:
                 to_nchw = lambda x: x.permute(2, 0, 1)[None]  # noqa: E731
                 lpips_value = float(lpips(to_nchw(result.reconstruction), to_nchw(signal.rgb)))
-            run_dir = args.out / signal.name / strategy
             write_run(run_dir, result, metrics_dict(result, lpips_value, lpips_reason, signal.note))
+            if maps is not None:
+                maps.finish(f"{signal.name}: {strategy}, selection share per log interval")
             written.append(run_dir)
             results.append(result)
         save_psnr_plot(args.out / signal.name / "psnr_vs_time.png", results)

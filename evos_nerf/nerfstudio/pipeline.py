@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import typing
 from dataclasses import dataclass, field
-from typing import Literal, Optional, Type
+from typing import List, Literal, Optional, Type
 
 import torch
 import torch.distributed as dist
+from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes
 from nerfstudio.models.base_model import Model
 from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
 from nerfstudio.utils import profiler
@@ -21,7 +22,10 @@ from torch.cuda.amp.grad_scaler import GradScaler
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from evos_nerf.nerfstudio.datamanager import EvosDataManager, EvosDataManagerConfig
+from evos_nerf.nerfstudio.evos_logging import inspection_callbacks
+from evos_nerf.nerfstudio.inspection import EvosInspectionConfig
 from evos_nerf.nerfstudio.model import EvosNerfactoModel, EvosNerfactoModelConfig
+from evos_nerf.nerfstudio.viewer import build_panel
 
 
 @dataclass
@@ -29,6 +33,8 @@ class EvosPipelineConfig(VanillaPipelineConfig):
     _target: Type = field(default_factory=lambda: EvosPipeline)
     datamanager: EvosDataManagerConfig = field(default_factory=EvosDataManagerConfig)
     model: EvosNerfactoModelConfig = field(default_factory=EvosNerfactoModelConfig)
+    inspection: EvosInspectionConfig = field(default_factory=EvosInspectionConfig)
+    """The viewer's EVOS panel and the EVOS images logged to tensorboard / wandb."""
 
 
 class EvosPipeline(VanillaPipeline):
@@ -52,6 +58,14 @@ class EvosPipeline(VanillaPipeline):
             ids = [local_rank] if on_cuda else None
             self._model = typing.cast(Model, DDP(self._model, device_ids=ids, find_unused_parameters=True))
             dist.barrier(device_ids=ids) if on_cuda else dist.barrier()
+        # The viewer's EVOS panel: nerfstudio's viewer finds its elements by walking the pipeline's
+        # attributes and names the folder after this one (None when disabled or for inference).
+        self.EVOS = build_panel(self.datamanager, config.inspection)
+
+    def get_training_callbacks(self, training_callback_attributes: TrainingCallbackAttributes) -> List[TrainingCallback]:
+        """nerfstudio's callbacks, plus the EVOS panel's refresh and the EVOS image logging."""
+        callbacks = super().get_training_callbacks(training_callback_attributes)
+        return callbacks + inspection_callbacks(self, training_callback_attributes)
 
     @property
     def evos_model(self) -> EvosNerfactoModel:

@@ -1,0 +1,67 @@
+"""EVOS images for tensorboard / wandb / comet, and the training callbacks of the inspection tools.
+
+Every ``steps_per_log_images`` steps: the fitness map and the selection-count map of a few
+evenly spaced training cameras, plus the fitness histogram of the last key iteration, through
+nerfstudio's ``writer.put_image`` (so they land wherever ``--vis`` sends the scalars). Nothing is
+computed when no image-capable writer is enabled, or off rank 0 (the writer drops it there).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, List, Optional
+
+import torch
+from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
+from nerfstudio.utils import comms, writer
+
+from evos_nerf.heatmaps import histogram_image
+from evos_nerf.nerfstudio.inspection import EvosInspectionConfig, camera_heatmaps, evenly_spaced
+
+if TYPE_CHECKING:
+    from evos_nerf.nerfstudio.datamanager import EvosDataManager
+    from evos_nerf.nerfstudio.pipeline import EvosPipeline
+
+
+def log_images(dm: "EvosDataManager", config: EvosInspectionConfig, step: int) -> List[str]:
+    """Queue the maps and the histogram for the writer; returns the image names (for tests and logs)."""
+    owned = [c for c in range(dm.fitness_store.num_cameras) if dm.owns_camera(c)]
+    cameras = evenly_spaced(owned, config.num_log_cameras)
+    names = []
+    for kind, tag in (("fitness", "fitness"), ("selection count", "selection_count")):
+        for camera, image in camera_heatmaps(dm, cameras, kind).items():
+            name = f"EVOS/{tag}/camera_{camera:05d}"
+            writer.put_image(name, image, step)
+            names.append(name)
+    if dm.fitness_histogram is not None:
+        counts, edges = dm.fitness_histogram
+        image = histogram_image(counts, edges, f"EVOS fitness histogram (key iteration {dm.last_key_step})")
+        writer.put_image("EVOS/fitness_histogram", torch.from_numpy(image), step)
+        names.append("EVOS/fitness_histogram")
+    return names
+
+
+def image_logging_enabled(attrs: TrainingCallbackAttributes) -> bool:
+    trainer = attrs.trainer
+    if trainer is None or not comms.is_main_process():
+        return False
+    cfg = trainer.config
+    return bool(cfg.is_tensorboard_enabled() or cfg.is_wandb_enabled() or cfg.is_comet_enabled())
+
+
+def inspection_callbacks(pipeline: "EvosPipeline", attrs: TrainingCallbackAttributes) -> List[TrainingCallback]:
+    """The viewer panel's per-step refresh and, with an image-capable writer, the image logging."""
+    callbacks: List[TrainingCallback] = []
+    panel = getattr(pipeline, "EVOS", None)
+    if panel is not None:
+        callbacks.append(panel.training_callback())
+    config: Optional[EvosInspectionConfig] = getattr(pipeline.config, "inspection", None)
+    dm = pipeline.datamanager
+    if config is not None and config.steps_per_log_images > 0 and image_logging_enabled(attrs):
+        callbacks.append(
+            TrainingCallback(
+                [TrainingCallbackLocation.AFTER_TRAIN_ITERATION],
+                lambda step: log_images(dm, config, step),
+                update_every_num_iters=config.steps_per_log_images,
+            )
+        )
+    return callbacks
