@@ -65,3 +65,4 @@ def test_summary_quantiles_and_never_visited_share():
     assert abs(s.fitness_p50 / 1e-3 - 1) < 0.15
     assert abs(s.fitness_p99 / 1e-2 - 1) < 0.15
     assert int(s.counts.sum()) == 50
+
