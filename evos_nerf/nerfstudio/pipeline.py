@@ -55,6 +55,10 @@ class EvosPipeline(VanillaPipeline):
         self.world_size = world_size
         if world_size > 1:
             on_cuda = torch.device(device).type == "cuda"
+            if on_cuda:
+                # nerfstudio's own launcher (--machine.num-devices N) never sets the current device;
+                # EVOS's NCCL collectives use it, so pin it to this rank's GPU.
+                torch.cuda.set_device(torch.device(device))
             ids = [local_rank] if on_cuda else None
             self._model = typing.cast(Model, DDP(self._model, device_ids=ids, find_unused_parameters=True))
             dist.barrier(device_ids=ids) if on_cuda else dist.barrier()
