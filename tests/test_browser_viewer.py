@@ -101,13 +101,13 @@ def test_evos_panel_in_headless_chromium(tmp_path):
             # CPU renders at nerfstudio's default 512 px hold the train lock for tens of seconds
             # (and GUI callbacks wait for that lock): render small, as a CPU user would.
             browser.type_number(labelled("Max res"), 64)
-            assert browser.wait_for(labelled("Max res") + ".value === '64'", 10)
+            assert browser.wait_for(labelled("Max res") + ".value === '64'", 60)
 
             # A user's clicks: switch evolution off and on again, then resume training.
             browser.click(labelled("Pause evolution"))
-            assert browser.wait_for(labelled("Pause evolution") + ".checked", 10)
+            assert browser.wait_for(labelled("Pause evolution") + ".checked", 60)
             browser.click(labelled("Pause evolution"))
-            assert browser.wait_for("!" + labelled("Pause evolution") + ".checked", 10)
+            assert browser.wait_for("!" + labelled("Pause evolution") + ".checked", 60)
             browser.click(button("Resume Training"))
 
             # The read-outs fill in from training: after the first ranking some pixels are visited.
