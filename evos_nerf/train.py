@@ -62,8 +62,9 @@ def is_collective_failure(err: BaseException) -> bool:
     """Errors that mean another rank is gone or stuck, not a bug on this one."""
     if isinstance(err, getattr(dist, "DistError", ())):
         return True
-    text = str(err)
-    return any(s in text for s in ("Connection closed by peer", "Timed out", "timed out", "Connection reset", "gloo", "NCCL"))
+    text = str(err).lower()
+    return any(s in text for s in ("timed out", "timeout", "connection closed", "connection reset", "pair closure",
+                                   "gloo", "nccl"))
 
 
 def init_distributed(config: TrainerConfig, rank: int, local_rank: int, world: int, local_world: int) -> str:

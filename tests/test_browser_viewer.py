@@ -124,6 +124,8 @@ def test_evos_panel_in_headless_chromium(tmp_path):
             time.sleep(1)
             shot = browser.screenshot(tmp_path / "viewer_evos_panel.png")
             browser.click(button("Resume Training"))
+            # Closing the browser right after a click can drop it: wait until the server has it.
+            assert browser.wait_for("!!(" + button("Pause Training") + ")", 120), "training did not resume"
         finally:
             browser.__exit__(None, None, None)
         ARTIFACTS.mkdir(exist_ok=True)
