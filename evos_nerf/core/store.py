@@ -76,9 +76,7 @@ class FitnessStore(nn.Module):
         self.register_buffer("local_of", local_of, persistent=False)
         heights = torch.tensor([h for h, _ in sizes], dtype=torch.long)
         widths = torch.tensor([w for _, w in sizes], dtype=torch.long)
-        counts = heights * widths
-        offsets = torch.zeros(len(sizes) + 1, dtype=torch.long)
-        offsets[1:] = torch.cumsum(counts, 0)
+        offsets = pixel_offsets(heights * widths)
         self.num_pixels = int(offsets[-1])
         self.register_buffer("heights", heights)
         self.register_buffer("widths", widths)
@@ -352,6 +350,13 @@ class FitnessStore(nn.Module):
         rem = flat - global_offsets.cpu()[camera]
         width = global_widths.cpu()[camera]
         return self.flat_index(camera, rem // width, rem % width)
+
+
+def pixel_offsets(counts: Tensor) -> Tensor:
+    """Flat index of each image's first pixel, plus the total: [N + 1] long (images laid end to end)."""
+    offsets = torch.zeros(counts.numel() + 1, dtype=torch.long)
+    offsets[1:] = torch.cumsum(counts.long(), 0)
+    return offsets
 
 
 def _fill(idx: Tensor, batch_size: int, generator: torch.Generator) -> Tensor:

@@ -34,7 +34,7 @@ from evos_nerf import distributed
 from evos_nerf.core.fitness_stats import FitnessSummary, summarise
 from evos_nerf.core.schedules import check_ratio, is_key_iteration, key_interval
 from evos_nerf.core.sharding import assign_shards, mutation_scale
-from evos_nerf.core.store import FitnessStore, key_pool_size
+from evos_nerf.core.store import FitnessStore, key_pool_size, pixel_offsets
 from evos_nerf.nerfstudio.data_checks import check_scene
 from evos_nerf.nerfstudio.sampler import EvosPixelSampler, EvosPixelSamplerConfig, batch_positions
 
@@ -118,8 +118,7 @@ class EvosDataManager(VanillaDataManager):
             raise ValueError(f"no training images in {self.config.data}: the train split is empty")
         sizes = [(int(h), int(w)) for h, w in zip(cameras.height.view(-1), cameras.width.view(-1))]
         self.global_widths = torch.tensor([w for _, w in sizes], dtype=torch.long)
-        self.global_offsets = torch.zeros(len(sizes) + 1, dtype=torch.long)
-        self.global_offsets[1:] = torch.cumsum(torch.tensor([h * w for h, w in sizes], dtype=torch.long), 0)
+        self.global_offsets = pixel_offsets(torch.tensor([h * w for h, w in sizes], dtype=torch.long))
         rank, world = distributed.get_rank(), distributed.get_world_size()
         self.shards = assign_shards([h * w for h, w in sizes], world)
         own = self.shards[rank]
@@ -458,8 +457,7 @@ def shard_state_dict(state_dict: Dict[str, Any], prefix: str, store: FitnessStor
             state_dict[key] = state_dict[key][own] if name != "cameras" else torch.tensor(own)
     key = prefix + "offsets"
     if key in state_dict:
-        counts = (offsets[1:] - offsets[:-1])[own]
-        state_dict[key] = torch.cat([torch.zeros(1, dtype=torch.long), torch.cumsum(counts, 0)])
+        state_dict[key] = pixel_offsets((offsets[1:] - offsets[:-1])[own])
     extra_key = prefix + "_extra_state"
     if extra_key in state_dict and state_dict[extra_key].get("pool") is not None:
         extra = dict(state_dict[extra_key])
