@@ -73,6 +73,8 @@ def strategy_overrides(name: str, cfg) -> None:
         sampler.crossover = "none"
     elif variant == "no-stale-correction":
         sampler.stale_correction = False
+    elif variant == "mean-prior":
+        sampler.unvisited_prior = "mean"
     elif variant == "no-mutation":
         sampler.mutation_ratio = 0.0
     elif variant:
@@ -141,10 +143,16 @@ def time_to_reach(history: List[Dict[str, float]], target: float) -> Optional[fl
     return None
 
 
-def steps_to_reach(history: List[Dict[str, float]], target: float) -> Optional[int]:
+def steps_to_reach(history: List[Dict[str, float]], target: float) -> Optional[float]:
+    """Step when test PSNR first reaches target (linear between eval points, like the time)."""
+    prev = None
     for h in history:
         if h["psnr"] >= target:
-            return h["step"]
+            if prev is None:
+                return float(h["step"])
+            frac = (target - prev["psnr"]) / max(h["psnr"] - prev["psnr"], 1e-9)
+            return prev["step"] + frac * (h["step"] - prev["step"])
+        prev = h
     return None
 
 

@@ -17,8 +17,10 @@ How the three EVOS mechanisms map to rays (our adaptation; no public EVOS NeRF c
   (it falls below 0.5 exactly when error concentrates on edges) instead of collapsing.
 * Augmented unbiased mutation: a fixed share of every batch is drawn uniformly from all valid
   pixels outside the pool, which also explores never-visited pixels. Never-visited pixels rank
-  with the mean observed error (a neutral prior, with a tiny random tie-break), so they are
-  neither starved nor allowed to crowd the pool.
+  with an estimate from their measured neighbours (``evos_nerf.core.neighbourhood``: the mean
+  error of their 16 x 16 block, shrunk toward their image's mean), or with the plain mean observed
+  error (``unvisited_prior="mean"``), plus a tiny random tie-break. They are neither starved nor
+  allowed to crowd the pool with random picks.
 
 A store may hold a *shard*: a subset of the cameras (``cameras`` lists their absolute indices).
 Indexing by (camera, y, x) always uses absolute camera indices; flat indices are local to the
@@ -35,12 +37,16 @@ import torch
 from torch import Tensor, nn
 
 from evos_nerf.core.laplacian import laplacian_of_rgb
+from evos_nerf.core.neighbourhood import neighbourhood_estimate
 from evos_nerf.core.selection import CrossoverMethod, crossover, membership, mutate, top_k
 
 Ranking = Literal["evos", "topk", "staleness", "edges"]
 """evos: crossover of (stale-corrected) error and edge-weighted error; topk: raw error only (hard
 mining); staleness: time since last trained (coverage control); edges: ground-truth Laplacian only
 (edge-prior control)."""
+
+UnvisitedPrior = Literal["neighbourhood", "mean"]
+"""How never-visited pixels are ranked: from their measured neighbours, or at the global mean."""
 
 ReduceSum = Callable[[Tensor], Tensor]
 """Sums a small float64 tensor over all shards (identity on one process)."""
@@ -207,9 +213,14 @@ class FitnessStore(nn.Module):
         return level[pos.clamp(0, level.numel() - 1)]
 
     def corrected_fitness(
-        self, stale_correction: bool, generator: torch.Generator, reduce_sum: ReduceSum = _identity
+        self,
+        stale_correction: bool,
+        generator: torch.Generator,
+        reduce_sum: ReduceSum = _identity,
+        unvisited_prior: UnvisitedPrior = "neighbourhood",
+        prior_block: int = 16,
     ) -> Tensor:
-        """Fitness as of now: stale errors rescaled by the error curve, never-visited at the mean."""
+        """Fitness as of now: stale errors rescaled by the error curve, never-visited pixels estimated."""
         e = self.fitness.float()
         visited = self.last_step >= 0
         if stale_correction and bool(visited.any()):
@@ -220,8 +231,13 @@ class FitnessStore(nn.Module):
         seen = e[visited & self.valid]
         totals = reduce_sum(torch.tensor([float(seen.sum()), float(seen.numel())], dtype=torch.float64))
         prior = float(totals[0] / totals[1]) if float(totals[1]) > 0 else 1.0
+        if unvisited_prior == "neighbourhood":
+            estimate = neighbourhood_estimate(e, visited & self.valid, self.offsets, self.heights, self.widths,
+                                              prior, prior_block)
+        else:
+            estimate = torch.full_like(e, prior)
         jitter = torch.rand(e.shape, generator=generator, device=generator.device).to(e.device)
-        e = torch.where(visited, e, prior * (1.0 + 1e-3 * jitter))
+        e = torch.where(visited, e, estimate * (1.0 + 1e-3 * jitter))
         return e
 
     def rank(
@@ -233,6 +249,8 @@ class FitnessStore(nn.Module):
         step: int = 0,
         generator: Optional[torch.Generator] = None,
         reduce_sum: ReduceSum = _identity,
+        unvisited_prior: UnvisitedPrior = "neighbourhood",
+        prior_block: int = 16,
     ) -> Tensor:
         """Build the candidate pool of ``pool_size`` pixels; masked-out pixels never enter it."""
         generator = generator or torch.Generator(device="cpu")
@@ -244,10 +262,10 @@ class FitnessStore(nn.Module):
         elif ranking == "edges":
             pool = top_k(torch.where(self.valid, self.edges.float(), neg_inf), pool_size)
         elif ranking == "topk":
-            e = self.corrected_fitness(False, generator, reduce_sum)
+            e = self.corrected_fitness(False, generator, reduce_sum, unvisited_prior, prior_block)
             pool = top_k(torch.where(self.valid, e, neg_inf), pool_size)
         else:
-            e = self.corrected_fitness(stale_correction, generator, reduce_sum)
+            e = self.corrected_fitness(stale_correction, generator, reduce_sum, unvisited_prior, prior_block)
             hf = e * self.edges.float()
             # EVOS Eq. 5 over valid pixels only (of every shard: p is the same on all ranks).
             p = None

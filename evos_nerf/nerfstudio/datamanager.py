@@ -237,6 +237,8 @@ class EvosDataManager(VanillaDataManager):
             step,
             self.generator,
             reduce_sum=distributed.all_reduce_sum,
+            unvisited_prior=cfg.unvisited_prior,
+            prior_block=cfg.prior_block,
         )
         self._pool_ratio = ratio
         self.last_key_step = step

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from evos_nerf.core.selection import CrossoverMethod
 from evos_nerf.core.sharding import mutant_count
-from evos_nerf.core.store import FitnessStore, Ranking
+from evos_nerf.core.store import FitnessStore, Ranking, UnvisitedPrior
 
 Strategy = Literal["evos", "uniform", "topk", "staleness", "edges"]
 
@@ -36,6 +36,11 @@ class EvosPixelSamplerConfig(PixelSamplerConfig):
     """Frequency-guided crossover of error and edge-weighted error: select, add, none."""
     stale_correction: bool = True
     """Rescale cached errors by how much the mean training error fell since they were measured."""
+    unvisited_prior: UnvisitedPrior = "neighbourhood"
+    """Fitness of never-visited pixels when ranking (evos, topk): neighbourhood (mean error of their
+    measured block neighbours, shrunk toward their image's mean) or mean (the global mean error)."""
+    prior_block: int = 16
+    """Block size in pixels for the neighbourhood prior."""
     refresh_budget: int = 4096
     """Rays re-measured (no-grad) at each key iteration: the stalest members of the pool."""
     init_interval: int = 100
@@ -55,6 +60,8 @@ class EvosPixelSamplerConfig(PixelSamplerConfig):
         check_ratio("pixel-sampler.mutation-ratio", self.mutation_ratio, allow_zero=True)
         if self.init_interval < 1 or self.end_interval < 1:
             raise ValueError("pixel-sampler key-iteration intervals must be >= 1")
+        if self.prior_block < 1:
+            raise ValueError(f"pixel-sampler.prior-block must be >= 1, got {self.prior_block}")
         if self.refresh_budget < 0:
             raise ValueError(f"pixel-sampler.refresh-budget must be >= 0, got {self.refresh_budget}")
         return self

@@ -1,0 +1,65 @@
+"""Fitness estimates for never-visited pixels from their measured neighbours.
+
+A NeRF run trains only a small share of all training pixels (600 steps x 1024 rays visit under a
+fifth of a 80-view 200 px scene), so most of the store is never measured. If never-visited pixels
+rank with one global prior, the candidate pool fills with random unvisited pixels and EVOS
+degenerates to uniform sampling (measured on lego_200). Errors are spatially correlated, though:
+an unvisited pixel next to high-error pixels (object edges, fine texture) is likely to have a
+high error, one in a learned white background a low one.
+
+The estimate is the posterior mean of a block's error: the block's measured errors plus
+``pseudo_count`` pseudo-observations at the image's mean, which itself is shrunk toward the
+global mean in the same way. Sparse blocks fall back smoothly to their image, unvisited images to
+the global mean. Cost: one pass over the store per key iteration, like the ranking itself.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def block_sums(values: Tensor, height: int, width: int, block: int) -> Tensor:
+    """[H*W] -> [ceil(H/b), ceil(W/b)] sums over b x b blocks (zero-padded at the borders)."""
+    hb, wb = -(-height // block), -(-width // block)
+    padded = torch.zeros(hb * block, wb * block, dtype=values.dtype, device=values.device)
+    padded[:height, :width] = values.reshape(height, width)
+    return padded.view(hb, block, wb, block).sum(dim=(1, 3))
+
+
+def expand_blocks(blocks: Tensor, height: int, width: int, block: int) -> Tensor:
+    """[ceil(H/b), ceil(W/b)] -> [H*W]: every pixel takes its block's value."""
+    full = blocks.repeat_interleave(block, 0).repeat_interleave(block, 1)
+    return full[:height, :width].reshape(-1)
+
+
+def neighbourhood_estimate(
+    fitness: Tensor,
+    measured: Tensor,
+    offsets: Tensor,
+    heights: Tensor,
+    widths: Tensor,
+    global_mean: float,
+    block: int = 16,
+    pseudo_count: float = 1.0,
+) -> Tensor:
+    """Estimated fitness of every pixel from the measured pixels of its b x b block and image.
+
+    ``fitness`` [P] float and ``measured`` [P] bool are flat over images laid end to end
+    (``offsets`` [N + 1]). Only entries where ``measured`` is true are read.
+    """
+    if block < 1:
+        raise ValueError(f"neighbourhood block size must be >= 1, got {block}")
+    out = torch.empty_like(fitness)
+    for i in range(heights.numel()):
+        start, end = int(offsets[i]), int(offsets[i + 1])
+        h, w = int(heights[i]), int(widths[i])
+        seen = measured[start:end].to(fitness.dtype)
+        values = fitness[start:end] * seen
+        count, total = float(seen.sum()), float(values.sum())
+        image_mean = (total + pseudo_count * global_mean) / (count + pseudo_count)
+        block_total = block_sums(values, h, w, block)
+        block_count = block_sums(seen, h, w, block)
+        estimate = (block_total + pseudo_count * image_mean) / (block_count + pseudo_count)
+        out[start:end] = expand_blocks(estimate, h, w, block)
+    return out
