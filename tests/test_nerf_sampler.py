@@ -101,3 +101,12 @@ def test_variable_resolution_batches_gather_from_the_right_camera():
         for (c, y, x), rgb in zip(out["indices"].tolist(), out["image"]):
             assert y < sizes[c][0] and x < sizes[c][1]
             assert torch.equal(rgb, images[c][y, x])
+
+
+def test_bad_sampler_settings_are_named():
+    import pytest
+
+    for kwargs, name in (({"selection_ratio": 1.5}, "selection-ratio"), ({"mutation_ratio": -0.1}, "mutation-ratio"),
+                         ({"prior_block": 0}, "prior-block"), ({"refresh_budget": -1}, "refresh-budget")):
+        with pytest.raises(ValueError, match=name):
+            EvosPixelSamplerConfig(**kwargs).validate()
