@@ -51,6 +51,9 @@ class Args:
     """Evaluate on the first N test images only (override the preset)."""
     name: Optional[str] = None
     """Output file stem (default ``nerf_<preset>``); use it for partial runs of a preset."""
+    merge: Optional[List[Path]] = None
+    """Train nothing: combine the runs of these result JSONs (partial runs of one preset and
+    budget, e.g. one scene or seed per process) into one report under ``--name``."""
 
 
 @dataclass
@@ -207,7 +210,48 @@ def report(summary: Dict[str, Dict[str, Any]], header: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def merge(args: Args) -> None:
+    """One report from several result files of the same budget (each run is kept as measured)."""
+    import json
+
+    runs: List[Run] = []
+    budgets, presets = [], []
+    for path in args.merge or []:
+        data = json.loads(path.read_text())
+        budgets.append(data["budget"])
+        presets.append(data["preset"])
+        runs += [Run(r["scene"], r["strategy"], r["seed"], None, history=r["history"]) for r in data["runs"]]
+    if not runs:
+        raise SystemExit("--merge: no runs in the given files")
+    if any(b != budgets[0] for b in budgets):
+        raise SystemExit(f"--merge: the files have different budgets: {budgets}")
+    seeds = sorted({r.seed for r in runs})
+    write_results(runs, presets[0], Budget(**budgets[0]), seeds, args, final=True)
+
+
+def curves(runs: List[Run]) -> str:
+    """Test PSNR / SSIM and training seconds at every evaluation, one table per (scene, seed)."""
+    lines = ["", "## Curves: test PSNR / SSIM (training seconds) at each evaluation", ""]
+    for scene in sorted({r.scene for r in runs}):
+        for seed in sorted({r.seed for r in runs if r.scene == scene}):
+            group = [r for r in runs if r.scene == scene and r.seed == seed]
+            lines += [f"### {scene}, seed {seed}", "", "| step | " + " | ".join(r.strategy for r in group) + " |",
+                      "|---|" + "---|" * len(group)]
+            steps = sorted({h["step"] for r in group for h in r.history})
+            for step in steps:
+                cells = []
+                for r in group:
+                    h = next((h for h in r.history if h["step"] == step), None)
+                    cells.append("-" if h is None else f"{h['psnr']:.2f} / {h['ssim']:.3f} ({h['train_seconds']:.0f} s)")
+                lines.append(f"| {step} | " + " | ".join(cells) + " |")
+            lines.append("")
+    return "\n".join(lines)
+
+
 def main(args: Args) -> None:
+    if args.merge:
+        merge(args)
+        return
     preset = yaml.safe_load((ROOT / "configs" / f"bench_nerf_{args.preset}.yaml").read_text())
     budget = Budget(steps=args.steps or preset["steps"], rays=preset["rays"], full=preset.get("full", False))
     evals = args.evals or preset.get("evals", 6)
@@ -247,7 +291,7 @@ def write_results(runs: List[Run], preset: Dict[str, Any], budget: Budget, seeds
     header = (f"# NeRF benchmark, preset `{args.preset}`\n\n{budget.steps} steps x {budget.rays} rays, reduced nerfacto "
               f"(full={budget.full}), seeds {seeds}, torch {torch.__version__}, {torch.get_num_threads()} threads. "
               "Mean ± std over seeds. Times are training seconds (selection, forward, backward, step; eval excluded).")
-    text = report(summary, header)
+    text = report(summary, header) + curves(runs)
     table = Table(title=f"NeRF benchmark ({args.preset})")
     for col in ("scene", "strategy", "test PSNR", "train s", "to uniform's final", "overhead"):
         table.add_column(col)
