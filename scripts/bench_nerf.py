@@ -215,18 +215,19 @@ def merge(args: Args) -> None:
     import json
 
     runs: List[Run] = []
-    budgets, presets = [], []
+    budgets, presets, threads = [], [], set()
     for path in args.merge or []:
         data = json.loads(path.read_text())
         budgets.append(data["budget"])
         presets.append(data["preset"])
+        threads.add(str(data.get("threads", "?")))
         runs += [Run(r["scene"], r["strategy"], r["seed"], None, history=r["history"]) for r in data["runs"]]
     if not runs:
         raise SystemExit("--merge: no runs in the given files")
     if any(b != budgets[0] for b in budgets):
         raise SystemExit(f"--merge: the files have different budgets: {budgets}")
     seeds = sorted({r.seed for r in runs})
-    write_results(runs, presets[0], Budget(**budgets[0]), seeds, args, final=True)
+    write_results(runs, presets[0], Budget(**budgets[0]), seeds, args, final=True, threads="/".join(sorted(threads)))
 
 
 def curves(runs: List[Run]) -> str:
@@ -286,10 +287,11 @@ def main(args: Args) -> None:
 
 
 def write_results(runs: List[Run], preset: Dict[str, Any], budget: Budget, seeds: List[int], args: Args,
-                  final: bool) -> None:
+                  final: bool, threads: Optional[str] = None) -> None:
+    threads = threads or str(torch.get_num_threads())
     summary = summarise(runs)
     header = (f"# NeRF benchmark, preset `{args.preset}`\n\n{budget.steps} steps x {budget.rays} rays, reduced nerfacto "
-              f"(full={budget.full}), seeds {seeds}, torch {torch.__version__}, {torch.get_num_threads()} threads. "
+              f"(full={budget.full}), seeds {seeds}, torch {torch.__version__}, {threads} threads per process. "
               "Mean ± std over seeds. Times are training seconds (selection, forward, backward, step; eval excluded).")
     text = report(summary, header) + curves(runs)
     table = Table(title=f"NeRF benchmark ({args.preset})")
@@ -304,7 +306,7 @@ def write_results(runs: List[Run], preset: Dict[str, Any], budget: Budget, seeds
     args.out.mkdir(parents=True, exist_ok=True)
     write_text(args.out / f"{stem}.md", text if final else text + "\n(partial: the run is still going)\n")
     write_json(args.out / f"{stem}.json", {
-        "preset": preset, "budget": vars(budget), "summary": summary, "complete": final,
+        "preset": preset, "budget": vars(budget), "threads": threads, "summary": summary, "complete": final,
         "runs": [{"scene": r.scene, "strategy": r.strategy, "seed": r.seed, "history": r.history} for r in runs],
     })
     console.print(f"wrote {args.out / f'{stem}.md'}")
