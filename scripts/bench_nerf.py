@@ -291,7 +291,7 @@ def write_results(runs: List[Run], preset: Dict[str, Any], budget: Budget, seeds
     threads = threads or str(torch.get_num_threads())
     summary = summarise(runs)
     header = (f"# NeRF benchmark, preset `{args.preset}`\n\n{budget.steps} steps x {budget.rays} rays, reduced nerfacto "
-              f"(full={budget.full}), seeds {seeds}, torch {torch.__version__}, {threads} threads per process. "
+              f"(full={budget.full}), seeds {seeds}, torch {torch.__version__}, {threads} thread(s) per process. "
               "Mean ± std over seeds. Times are training seconds (selection, forward, backward, step; eval excluded).")
     text = report(summary, header) + curves(runs)
     table = Table(title=f"NeRF benchmark ({args.preset})")
