@@ -11,6 +11,7 @@ Writes ``benchmarks/nerf_<preset>.md`` and ``.json`` and prints the same tables.
 
 from __future__ import annotations
 
+import json
 import statistics
 import sys
 import time
@@ -133,28 +134,15 @@ def evaluate(run: Run) -> None:
     })
 
 
-def time_to_reach(history: List[Dict[str, float]], target: float) -> Optional[float]:
-    """Training seconds when test PSNR first reaches target (linear between eval points)."""
+def reach(history: List[Dict[str, float]], target: float, key: str) -> Optional[float]:
+    """``key`` (train_seconds or step) when test PSNR first reaches target, linear between evals."""
     prev = None
     for h in history:
         if h["psnr"] >= target:
             if prev is None:
-                return h["train_seconds"]
+                return float(h[key])
             frac = (target - prev["psnr"]) / max(h["psnr"] - prev["psnr"], 1e-9)
-            return prev["train_seconds"] + frac * (h["train_seconds"] - prev["train_seconds"])
-        prev = h
-    return None
-
-
-def steps_to_reach(history: List[Dict[str, float]], target: float) -> Optional[float]:
-    """Step when test PSNR first reaches target (linear between eval points, like the time)."""
-    prev = None
-    for h in history:
-        if h["psnr"] >= target:
-            if prev is None:
-                return float(h["step"])
-            frac = (target - prev["psnr"]) / max(h["psnr"] - prev["psnr"], 1e-9)
-            return prev["step"] + frac * (h["step"] - prev["step"])
+            return prev[key] + frac * (h[key] - prev[key])
         prev = h
     return None
 
@@ -176,10 +164,9 @@ def summarise(runs: List[Run]) -> Dict[str, Dict[str, Any]]:
                 row["overhead"].append(final["selection_seconds"] / final["train_seconds"])
                 row["refresh"].append(final["refresh_seconds"] / final["train_seconds"])
                 if target is not None and uniform is not None:
-                    reach = time_to_reach(r.history, target)
-                    row["ratio"].append(None if reach is None else reach / uniform.history[-1]["train_seconds"])
-                    steps = steps_to_reach(r.history, target)
-                    row["step_ratio"].append(None if steps is None else steps / uniform.history[-1]["step"])
+                    for column, key in (("ratio", "train_seconds"), ("step_ratio", "step")):
+                        value = reach(r.history, target, key)
+                        row[column].append(None if value is None else value / uniform.history[-1][key])
     return out
 
 
@@ -212,8 +199,6 @@ def report(summary: Dict[str, Dict[str, Any]], header: str) -> str:
 
 def merge(args: Args) -> None:
     """One report from several result files of the same budget (each run is kept as measured)."""
-    import json
-
     runs: List[Run] = []
     budgets, presets, threads = [], [], set()
     for path in args.merge or []:

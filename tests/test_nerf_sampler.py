@@ -1,5 +1,6 @@
 """The EVOS pixel sampler on hand-built image batches with known answers."""
 
+import pytest
 import torch
 
 from evos_nerf.core.store import FitnessStore
@@ -104,8 +105,6 @@ def test_variable_resolution_batches_gather_from_the_right_camera():
 
 
 def test_bad_sampler_settings_are_named():
-    import pytest
-
     for kwargs, name in (({"selection_ratio": 1.5}, "selection-ratio"), ({"mutation_ratio": -0.1}, "mutation-ratio"),
                          ({"prior_block": 0}, "prior-block"), ({"refresh_budget": -1}, "refresh-budget")):
         with pytest.raises(ValueError, match=name):

@@ -228,14 +228,13 @@ class FitnessStore(nn.Module):
             if now is not None:
                 ratio = self._error_level(now) / self._error_level(self.last_step.clamp_min(0))
                 e = torch.where(visited, e * ratio.clamp(max=1.0), e)
-        seen = e[visited & self.valid]
+        measured = visited & self.valid
+        seen = e[measured]
         totals = reduce_sum(torch.tensor([float(seen.sum()), float(seen.numel())], dtype=torch.float64))
         prior = float(totals[0] / totals[1]) if float(totals[1]) > 0 else 1.0
+        estimate: float | Tensor = prior
         if unvisited_prior == "neighbourhood":
-            estimate = neighbourhood_estimate(e, visited & self.valid, self.offsets, self.heights, self.widths,
-                                              prior, prior_block)
-        else:
-            estimate = torch.full_like(e, prior)
+            estimate = neighbourhood_estimate(e, measured, self.offsets, self.heights, self.widths, prior, prior_block)
         jitter = torch.rand(e.shape, generator=generator, device=generator.device).to(e.device)
         e = torch.where(visited, e, estimate * (1.0 + 1e-3 * jitter))
         return e
