@@ -12,13 +12,13 @@ from typing import List, Optional
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch import Tensor
 
 from evos_nerf.core.laplacian import laplacian_of_rgb
 from evos_nerf.errors import UserInputError
+from evos_nerf.image.imread import SKIMAGE_PREFIX, read_file, read_skimage, to_unit_rgb
 
-SKIMAGE_PREFIX = "skimage:"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
@@ -66,43 +66,6 @@ class ImageSignal:
         return ImageSignal(self.name, self.rgb.to(device), self.lo, self.hi, self.note)
 
 
-def _from_array(name: str, array: np.ndarray, note: List[str]) -> np.ndarray:
-    """Any PIL/skimage array -> float32 [H, W, 3] in [0, 1]."""
-    if array.dtype == np.uint8:
-        data = array.astype(np.float32) / 255.0
-    elif array.dtype == np.uint16:
-        data = array.astype(np.float32) / 65535.0
-    elif np.issubdtype(array.dtype, np.floating):
-        data = array.astype(np.float32)
-        if data.max() > 1.0:
-            data = data / 255.0
-    elif np.issubdtype(array.dtype, np.integer) or array.dtype == bool:
-        data = array.astype(np.float32)
-        peak = float(data.max())
-        data = data / (peak if peak > 1 else 1.0)
-    else:
-        raise UserInputError(f"{name}: unsupported pixel type {array.dtype}")
-    if data.ndim == 2:
-        data = np.repeat(data[..., None], 3, axis=-1)
-        note.append("grayscale expanded to RGB")
-    elif data.ndim == 3 and data.shape[-1] == 1:
-        data = np.repeat(data, 3, axis=-1)
-        note.append("grayscale expanded to RGB")
-    elif data.ndim == 3 and data.shape[-1] == 2:
-        gray, alpha = data[..., :1], data[..., 1:]
-        data = np.repeat(gray * alpha + (1.0 - alpha), 3, axis=-1)
-        note.append("gray+alpha composited on white")
-    elif data.ndim == 3 and data.shape[-1] == 4:
-        rgb, alpha = data[..., :3], data[..., 3:]
-        data = rgb * alpha + (1.0 - alpha)
-        note.append("RGBA composited on white")
-    elif not (data.ndim == 3 and data.shape[-1] == 3):
-        raise UserInputError(f"{name}: expected an image with 1-4 channels, got an array of shape {array.shape}")
-    if not np.isfinite(data).all():
-        raise UserInputError(f"{name}: image contains NaN or infinite values")
-    return np.clip(data, 0.0, 1.0)
-
-
 def _resize(data: np.ndarray, resolution: Optional[int], note: List[str]) -> np.ndarray:
     """Resize so the longer side is ``resolution`` (Lanczos), keeping the aspect ratio."""
     if resolution is None:
@@ -122,47 +85,23 @@ def _resize(data: np.ndarray, resolution: Optional[int], note: List[str]) -> np.
     return np.clip(np.stack(channels, axis=-1), 0.0, 1.0)
 
 
-def _read_file(path: Path) -> np.ndarray:
-    if not path.exists():
-        raise UserInputError(f"image not found: {path}")
-    if path.is_dir():
-        raise UserInputError(f"expected an image file, got a directory: {path}")
-    try:
-        with Image.open(path) as img:
-            img.load()
-            if img.mode == "P":
-                img = img.convert("RGBA")
-            elif img.mode in ("CMYK", "YCbCr", "LAB", "HSV"):
-                img = img.convert("RGB")
-            return np.asarray(img)
-    except UnidentifiedImageError:
-        raise UserInputError(f"cannot read {path}: not an image file or an unsupported format") from None
-    except (OSError, SyntaxError, ValueError) as err:
-        raise UserInputError(f"cannot read {path}: corrupt or truncated image ({err})") from None
+def load_image(source: str | Path, resolution: Optional[int] = None, name: Optional[str] = None) -> ImageSignal:
+    """Load an image file, or ``skimage:NAME`` from scikit-image's bundled data, as a signal.
 
-
-def _read_skimage(source: str) -> np.ndarray:
-    import skimage.data
-
-    name = source[len(SKIMAGE_PREFIX) :]
-    loader = getattr(skimage.data, name, None)
-    if loader is None or not callable(loader):
-        raise UserInputError(f"unknown skimage image {name!r} (try skimage:astronaut)")
-    return np.asarray(loader())
-
-
-def load_image(source: str | Path, resolution: Optional[int] = None) -> ImageSignal:
-    """Load an image file, or ``skimage:NAME`` from scikit-image's bundled data, as a signal."""
+    ``name`` (default: the file's stem or NAME) is what results are filed under; the CLI passes a
+    unique one when two files in a folder share a stem.
+    """
     source_str = str(source)
     note: List[str] = []
     if source_str.startswith(SKIMAGE_PREFIX):
-        array, name = _read_skimage(source_str), source_str[len(SKIMAGE_PREFIX) :]
+        array, default_name = read_skimage(source_str)
     else:
         path = Path(source_str)
-        array, name = _read_file(path), path.stem
-    data = _resize(_from_array(name, array, note), resolution, note)
+        array, default_name = read_file(path, note), path.stem
+    data = _resize(to_unit_rgb(source_str, array, note), resolution, note)
+    name = name or default_name
     if min(data.shape[:2]) < 4:
-        raise UserInputError(f"{name}: image is too small ({data.shape[1]}x{data.shape[0]}), need at least 4x4")
+        raise UserInputError(f"{source_str}: image is too small ({data.shape[1]}x{data.shape[0]}), need at least 4x4")
     rgb = torch.from_numpy(np.ascontiguousarray(data)).float()
     return ImageSignal(name, rgb, float(rgb.min()), float(rgb.max()), "; ".join(note))
 
