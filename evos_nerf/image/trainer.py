@@ -138,6 +138,8 @@ class ImageFitter:
         self._profile_time = 0.0
         start = self.timer()
         plan = self.strategy.plan(t, self._predict_all)
+        # An empty plan would make the loss a mean over nothing (NaN); checks.check_evos_budget refuses such ratios.
+        assert plan.indices is None or plan.indices.numel() > 0, f"empty selection at step {t}"
         if plan.indices is not None:
             # Ascending pixel order, as the reference's boolean mask gives: ~5% faster gathers on CPU.
             plan.indices = plan.indices.sort().values
