@@ -13,10 +13,19 @@ from evos_nerf.core.schedules import (
     key_iterations,
     mutation_ratio,
     next_key_iteration,
+    parent_count,
     sample_ratio,
     split_counts,
 )
-from evos_nerf.core.selection import Offspring, adaptive_balance, crossover, membership, mutate, top_k
+from evos_nerf.core.selection import (
+    Offspring,
+    adaptive_balance,
+    crossover,
+    crossover_score,
+    membership,
+    mutate,
+    top_k,
+)
 
 __all__ = [
     "DEFAULT_LAMBDA",
@@ -27,6 +36,7 @@ __all__ = [
     "adaptive_balance",
     "check_ratio",
     "crossover",
+    "crossover_score",
     "gray_255",
     "is_key_iteration",
     "key_interval",
@@ -38,6 +48,7 @@ __all__ = [
     "mutate",
     "mutation_ratio",
     "next_key_iteration",
+    "parent_count",
     "sample_ratio",
     "split_counts",
     "top_k",

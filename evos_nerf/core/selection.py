@@ -45,13 +45,22 @@ def top_k(values: Tensor, k: int) -> Tensor:
 
 
 def adaptive_balance(fitness: Tensor, hf_fitness: Tensor) -> float:
-    """EVOS Eq. 5: p = mean(e) / (mean(e) + mean(l)), the share of non-shared picks from the L2 parent."""
-    e_mean = float(fitness.float().mean())
-    l_mean = float(hf_fitness.float().mean())
-    total = e_mean + l_mean
-    if not math.isfinite(total) or total <= 0.0:
-        return 0.5
-    return e_mean / total
+    """EVOS Eq. 5: p = mean(e) / (mean(l) + mean(e)), the share of non-shared picks from the L2 parent.
+
+    Computed in the fitness maps' own floating dtype, as the official code does (float32 for a
+    float32 model), because ``int(R * p)`` is rounded at that precision. 0.5 when undefined.
+    """
+    return float(_balance(fitness.reshape(-1), hf_fitness.reshape(-1)))
+
+
+def _balance(e: Tensor, l: Tensor) -> Tensor:
+    e = e if e.is_floating_point() else e.float()
+    l = l if l.is_floating_point() else l.float()
+    e_mean = e.mean()
+    p = e_mean / (l.mean() + e_mean)
+    if not bool(torch.isfinite(p)) or float(p) < 0.0 or float(p) > 1.0:
+        return torch.tensor(0.5, dtype=p.dtype)
+    return p
 
 
 def membership(indices: Tensor, num_samples: int) -> Tensor:
@@ -67,13 +76,19 @@ def crossover(
     k: int,
     method: CrossoverMethod = "select",
     balance: Optional[float] = None,
+    zero_pick_guard: bool = True,
 ) -> Offspring:
     """Frequency-guided crossover (EVOS §2.4): merge the top-k by L2 error with the top-k by high-frequency error.
 
     ``select`` keeps the parents' intersection whole and fills the remainder R from the two
-    parents in proportion p : 1 - p, each side taking its own best. Unlike the reference code,
-    a side with zero picks contributes nothing (the reference's ``x[-0:]`` slice over-selects).
-    ``add`` ranks by e + l; ``none`` ranks by e alone. ``balance`` overrides the adaptive p.
+    parents: int(R * p) from the L2 side, the rest from the Laplacian side, each side taking its
+    own best. ``add`` ranks by e + l; ``none`` ranks by e alone. ``balance`` overrides the adaptive p.
+
+    ``zero_pick_guard`` (default on for this operator) makes a zero count mean zero picks. The
+    official code slices ``x[-n:]``, and ``x[-0:]`` is the whole tensor: with the guard off, a
+    side with zero picks contributes all of its non-shared parent (so the offspring exceed k),
+    and k = 0 parents are all samples, exactly as the official code does. The image path turns
+    the guard off by default (``EvolutionConfig.zero_pick_guard``).
     """
     num_samples = fitness.numel()
     k = max(0, min(int(k), num_samples))
@@ -83,25 +98,41 @@ def crossover(
     l = hf_fitness.reshape(-1)
     if l.numel() != num_samples:
         raise ValueError(f"fitness has {num_samples} samples but hf_fitness has {l.numel()}")
-    p = adaptive_balance(e, l) if balance is None else float(balance)
+    p = _balance(e, l) if balance is None else float(balance)
     if method == "add":
-        return Offspring(top_k(e.float() + l.float(), k), p, 0)
+        return Offspring(top_k(crossover_score(e, l, method), k), float(p), 0)
     if method != "select":
         raise ValueError(f"unknown crossover method {method!r}")
 
+    if k == 0 and not zero_pick_guard:
+        k = num_samples  # official: sorted[-0:] makes both parents every sample
     parent_e = top_k(e, k)
     parent_l = top_k(l, k)
     in_e = membership(parent_e, num_samples)
     in_l = membership(parent_l, num_samples)
-    shared = parent_e[in_l[parent_e]]
+    shared = parent_e[in_l[parent_e]]  # ordered by e
     only_e = parent_e[~in_l[parent_e]]  # still ordered by e
     only_l = parent_l[~in_e[parent_l]]  # still ordered by l
     remainder = k - shared.numel()
-    num_from_e = min(int(math.floor(remainder * p)), only_e.numel())
+    # int(R * p) with p a 0-d tensor rounds the product at the maps' precision, as the official code.
+    num_from_e = min(int(remainder * p), only_e.numel())
     num_from_l = min(remainder - num_from_e, only_l.numel())
-    # Zero-pick guard: slicing [:0] is empty, so a side with no picks adds nothing.
-    indices = torch.cat([shared, only_e[:num_from_e], only_l[:num_from_l]])
-    return Offspring(indices, p, shared.numel())
+    take_e = only_e[:num_from_e] if num_from_e > 0 or zero_pick_guard else only_e
+    take_l = only_l[:num_from_l] if num_from_l > 0 or zero_pick_guard else only_l
+    indices = torch.cat([shared, take_e, take_l])
+    return Offspring(indices, float(p), shared.numel())
+
+
+def crossover_score(fitness: Tensor, hf_fitness: Optional[Tensor], method: CrossoverMethod = "select") -> Tensor:
+    """Score that orders the samples outside the offspring: e + l for ``add``, else e.
+
+    The official code keeps one ranking of every sample; past the offspring it is ordered by this
+    score, so survivors beyond the offspring (a ratio that grows between key iterations) follow it.
+    """
+    e = fitness.reshape(-1)
+    if method == "add" and hf_fitness is not None:
+        return e.float() + hf_fitness.reshape(-1).float()
+    return e
 
 
 def mutate(
