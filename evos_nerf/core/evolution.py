@@ -15,7 +15,7 @@ from torch import Tensor
 
 from evos_nerf.core import schedules
 from evos_nerf.core.laplacian import DEFAULT_LAMBDA
-from evos_nerf.core.selection import CrossoverMethod, Offspring, crossover, membership, mutate, top_k
+from evos_nerf.core.selection import CrossoverMethod, Offspring, crossover, crossover_score, membership, mutate, top_k
 from evos_nerf.errors import UserInputError
 
 
@@ -45,6 +45,10 @@ class EvolutionConfig:
     end_mutation: float = 0.5
     mutation_base: schedules.MutationBase = "initial"
     """initial: alpha * r0 (official code); current: alpha * r_t (paper text)."""
+    zero_pick_guard: bool = False
+    """Read a count of 0 as "pick none". Off (the default) reproduces the official code, whose
+    x[-0:] slices pick everything instead: a crossover side with 0 picks adds its whole parent
+    remainder (only when R * p < 1 or p = 1), and 0 survivors at a step trains on every sample."""
 
     def validate(self) -> "EvolutionConfig":
         schedules.check_ratio("ratio", self.ratio)
@@ -87,24 +91,32 @@ class Evolution:
         self.elite: Optional[Tensor] = None
         """Crossover offspring, fittest first."""
         self.reserve: Optional[Tensor] = None
-        """Next-fittest samples by L2 error, for steps where r_t grows past the offspring."""
+        """The next samples of the official ranking after the offspring (by e, or e + l for ``add``),
+        for steps where r_t grows past the offspring before the next key iteration."""
         self.last_key = 0
         self.last_balance = float("nan")
-        self.last_shared = 0
 
     # -- schedules ------------------------------------------------------------------------
     def is_key(self, t: int) -> bool:
         c = self.config
         return schedules.is_key_iteration(t, self.total, c.key_schedule, c.init_interval, c.end_interval)
 
-    def counts(self, t: int) -> tuple[int, int]:
-        """(selected by fitness, mutants) at iteration t."""
+    def ratios(self, t: int) -> tuple[float, float]:
+        """(r_t, m) at iteration t: the share trained and the share drawn as mutants."""
         c = self.config
         r_t = schedules.sample_ratio(t, self.total, c.ratio, c.ratio_schedule)
         m = schedules.mutation_ratio(
             t, self.total, c.ratio, r_t, c.mutation_schedule, c.init_mutation, c.end_mutation, c.mutation_base
         )
-        return schedules.split_counts(self.num_samples, r_t, m)
+        return r_t, m
+
+    def counts(self, t: int) -> tuple[int, int]:
+        """(survivors, mutants) at non-key iteration t, before the zero-survivor rule of ``plan``."""
+        return schedules.split_counts(self.num_samples, *self.ratios(t))
+
+    def parent_count(self, t: int) -> int:
+        """Size k' of each crossover parent at key iteration t."""
+        return schedules.parent_count(self.num_samples, *self.ratios(t))
 
     def cfs_active(self, t: int, key: bool) -> bool:
         """CFS runs at every key iteration and, until cfs_until, at the others (EVOS §2.6)."""
@@ -116,31 +128,44 @@ class Evolution:
         if fitness.numel() != self.num_samples:
             raise ValueError(f"fitness has {fitness.numel()} samples, expected {self.num_samples}")
         c = self.config
-        num_selected, _ = self.counts(t)
-        offspring = crossover(fitness, hf_fitness, num_selected, c.crossover)
-        # If r_t grows before the next key iteration (step scheduler), pad with the next-best by L2.
+        offspring = crossover(
+            fitness, hf_fitness, self.parent_count(t), c.crossover, zero_pick_guard=c.zero_pick_guard
+        )
+        # The official code ranks every sample; past the offspring, by e (select, none) or e + l (add).
+        # Only the part a step before the next key iteration can reach is kept: with the step
+        # scheduler r_t can grow past the offspring.
         upcoming = schedules.next_key_iteration(t, self.total, c.key_schedule, c.init_interval, c.end_interval)
         peak = max((self.counts(s)[0] for s in range(t + 1, min(upcoming, self.total + 1))), default=0)
         pad = max(0, peak - offspring.indices.numel())
         reserve = torch.empty(0, dtype=torch.long, device=fitness.device)
         if pad > 0:
-            masked = fitness.reshape(-1).float().clone()
+            masked = crossover_score(fitness, hf_fitness, c.crossover).float().clone()
             masked[offspring.indices] = float("-inf")
             reserve = top_k(masked, pad)
         self.elite, self.reserve = offspring.indices, reserve
-        self.last_key, self.last_balance, self.last_shared = t, offspring.balance, offspring.num_shared
+        self.last_key, self.last_balance = t, offspring.balance
         return offspring
 
     def plan(self, t: int) -> StepPlan:
-        """Training set of iteration t: everything at key iterations, else survivors plus mutants."""
+        """Training set of iteration t: everything at key iterations, else survivors plus mutants.
+
+        Before the first ``evolve`` there is no ranking, so the step trains on everything as a key
+        step (the official code would fail there when t = 1 is not a key iteration).
+        """
         if self.is_key(t) or self.elite is None:
             return StepPlan(t, True, None, self.num_samples, 0)
         num_selected, num_mutants = self.counts(t)
+        if num_selected == 0 and not self.config.zero_pick_guard:
+            # Official: sorted[-0:] selects every sample and leaves none to mutate.
+            return StepPlan(t, False, None, self.num_samples, 0)
         survivors = self.elite[:num_selected]
         if num_selected > survivors.numel():
             survivors = torch.cat([survivors, self.reserve[: num_selected - survivors.numel()]])
         excluded = membership(survivors, self.num_samples)
-        mutants = mutate(self.num_samples, num_mutants, excluded, self.generator, device=survivors.device)
+        mutants = mutate(
+            self.num_samples, num_mutants, excluded, self.generator, device=survivors.device,
+            num_excluded=survivors.numel(),
+        )
         return StepPlan(t, False, torch.cat([survivors, mutants]), survivors.numel(), mutants.numel())
 
     # -- checkpoints ----------------------------------------------------------------------
