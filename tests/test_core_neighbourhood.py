@@ -1,5 +1,7 @@
 import torch
 
+from evos_nerf.core.pool import rank_pixels
+
 from evos_nerf.core.neighbourhood import neighbourhood_estimate
 from evos_nerf.core.store import FitnessStore, pixel_offsets
 
@@ -50,6 +52,6 @@ def test_pool_follows_measured_neighbours_instead_of_random_unvisited_pixels():
     error = torch.where(sampled % 32 < 16, 0.5, 0.01)  # left half hard
     store.update(sampled, error, step=0)
     for prior, lo, hi in (("neighbourhood", 0.99, 1.0), ("mean", 0.4, 0.75)):
-        pool = store.rank(256, "topk", unvisited_prior=prior, prior_block=8, generator=torch.Generator().manual_seed(0))
+        pool, _ = rank_pixels(store, 256, "topk", 0, torch.Generator().manual_seed(0), unvisited_prior=prior, prior_block=8)
         left = float((pool % 32 < 16).float().mean())
         assert lo <= left <= hi, (prior, left)

@@ -4,6 +4,7 @@ import torch
 
 from evos_nerf.core.fitness_stats import summarise
 from evos_nerf.core.sharding import assign_shards, mutant_count, mutation_scale
+from evos_nerf.core.pool import CandidatePool
 from evos_nerf.core.store import FitnessStore
 
 
@@ -35,24 +36,24 @@ def test_mutant_count_keeps_its_expectation_under_stochastic_rounding():
 
 
 def test_mutation_is_uniform_over_unequal_shards():
-    """Two ranks with 30 and 10 pixels and no pool: every pixel is drawn equally often."""
+    """Two ranks with 30 and 10 pixels, each with a pool of its own fittest: every pixel outside the
+    pools is drawn as a mutant equally often, whichever shard holds it."""
     stores = [FitnessStore([(5, 6)], cameras=[0], num_cameras=2), FitnessStore([(2, 5)], cameras=[1], num_cameras=2)]
-    total = sum(s.num_unselected for s in stores)
-    for s in stores:
-        s.set_pool(torch.empty(0, dtype=torch.long))
+    pools = [CandidatePool(stores[0], torch.arange(12)), CandidatePool(stores[1], torch.arange(6))]
+    total = sum(p.num_unselected for p in pools)  # 18 + 4
     gen = torch.Generator().manual_seed(1)
     hits = [torch.zeros(s.num_pixels) for s in stores]
-    batch, share = 8, 0.5
+    batch, share = 6, 0.5
     for _ in range(3000):
-        for s, h in zip(stores, hits):
-            scale = mutation_scale(s.num_unselected, total, 2)
-            n = mutant_count(batch, share, scale, gen)
-            flat, _ = s.sample(batch, share, gen, num_mutants=n)
-            # with an empty pool, the pool part is empty and every drawn pixel is a mutant
-            h += torch.bincount(flat[:n], minlength=s.num_pixels)
-    rates = torch.cat(hits) / 3000
+        for pool, h in zip(pools, hits):
+            n = mutant_count(batch, share, mutation_scale(pool.num_unselected, total, 2), gen)
+            flat, drawn = pool.draw(batch, n, gen)
+            assert drawn == n
+            h += torch.bincount(flat[batch - n:], minlength=h.numel())  # the mutants come last
+    outside = torch.cat([hits[0][12:], hits[1][6:]]) / 3000
+    assert float(torch.cat([hits[0][:12], hits[1][:6]]).sum()) == 0  # no mutant from a pool
     expected = 2 * batch * share / total
-    assert torch.allclose(rates, torch.full_like(rates, expected), rtol=0.15)
+    assert torch.allclose(outside, torch.full_like(outside, expected), rtol=0.15)
 
 
 def test_summary_quantiles_and_never_visited_share():

@@ -1,5 +1,6 @@
 import torch
 
+from evos_nerf.core.pool import rank_pixels
 from evos_nerf.core.store import FitnessStore
 
 
@@ -33,16 +34,16 @@ def test_crossover_balance_is_in_error_units_and_adapts_to_edges():
     edge = store.edges > 0
     errors = torch.where(edge, 1.0, 0.01)  # error concentrated on the edge
     store.update(torch.arange(64), errors, step=1)
-    store.rank(8, "evos", "select", stale_correction=False, step=1)
-    assert store.last_balance < 0.5  # p falls below 1/2 exactly when error sits on edges
-    assert bool(edge[store.pool].all())
+    pool, balance = rank_pixels(store, 8, "evos", 1, torch.Generator(), "select", stale_correction=False)
+    assert balance < 0.5  # p falls below 1/2 exactly when error sits on edges
+    assert bool(edge[pool].all())
 
 
 def test_staleness_control_ranks_longest_untrained_first():
     store = FitnessStore([(1, 5)])
     store.update(torch.tensor([0, 1, 2]), torch.ones(3), step=3)
     store.update(torch.tensor([1]), torch.ones(1), step=9)
-    pool = store.rank(3, "staleness", step=10)
+    pool, _ = rank_pixels(store, 3, "staleness", 10, torch.Generator())
     assert {3, 4} < set(pool.tolist())  # never visited first
     assert 1 not in pool.tolist()  # the most recently trained pixel last
 

@@ -4,33 +4,19 @@ One value per training pixel, keyed by absolute (camera, y, x) through a flat in
 offsets, so images of different resolutions share one store. It is an ``nn.Module`` only so that
 its tensors travel with ``.to(device)`` and land in checkpoints as buffers; it has no parameters.
 
-How the three EVOS mechanisms map to rays (our adaptation; no public EVOS NeRF code exists):
-
-* Sparse fitness evaluation: every trained ray refreshes its own pixel's error for free. At key
-  iterations the store ranks all pixels once and builds a candidate pool; per-step selection then
-  draws from that pool, so its cost is O(batch), not O(pixels). Cached errors go stale as the
-  model improves, so ranking rescales each error by how much the mean training error has fallen
-  since it was recorded, and callers can re-measure a budget of the stalest pool members.
-* Frequency-guided crossover: the high-frequency parent ranks pixels by ``e * h``, the error
-  weighted by the ground truth's normalised squared Laplacian (mean 1). Both parents are then in
-  the same units, so the adaptive balance p = mean(e) / (mean(e) + mean(e * h)) stays meaningful
-  (it falls below 0.5 exactly when error concentrates on edges) instead of collapsing.
-* Augmented unbiased mutation: a fixed share of every batch is drawn uniformly from all valid
-  pixels outside the pool, which also explores never-visited pixels. Never-visited pixels rank
-  with an estimate from their measured neighbours (``evos_nerf.core.neighbourhood``: the mean
-  error of their 16 x 16 block, shrunk toward their image's mean), or with the plain mean observed
-  error (``unvisited_prior="mean"``), plus a tiny random tie-break. They are neither starved nor
-  allowed to crowd the pool with random picks.
+The store only records: measured errors, when they were measured, the valid mask, the edge
+prior and visit counts, plus ``corrected_fitness``, the estimate of every pixel's error *now*
+(stale errors rescaled by the fall of the mean training error, never-visited pixels estimated from
+their measured neighbours). What to train on is decided by ``evos_nerf.core.selector``.
 
 A store may hold a *shard*: a subset of the cameras (``cameras`` lists their absolute indices).
 Indexing by (camera, y, x) always uses absolute camera indices; flat indices are local to the
-shard. Distributed runs pass ``reduce_sum`` to :meth:`rank` so that the crossover balance and the
-never-visited prior are agreed over all shards (see ``evos_nerf.core.sharding``).
+shard. Distributed runs pass ``reduce_sum`` to :meth:`corrected_fitness` so that the
+never-visited prior is agreed over all shards (see ``evos_nerf.core.sharding``).
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any, Callable, Dict, List, Literal, Optional, Sequence, Tuple
 
 import torch
@@ -38,12 +24,7 @@ from torch import Tensor, nn
 
 from evos_nerf.core.laplacian import laplacian_of_rgb
 from evos_nerf.core.neighbourhood import neighbourhood_estimate
-from evos_nerf.core.selection import CrossoverMethod, crossover, membership, mutate, top_k
-
-Ranking = Literal["evos", "topk", "staleness", "edges"]
-"""evos: crossover of (stale-corrected) error and edge-weighted error; topk: raw error only (hard
-mining); staleness: time since last trained (coverage control); edges: ground-truth Laplacian only
-(edge-prior control)."""
+from evos_nerf.core.selection import mutate
 
 UnvisitedPrior = Literal["neighbourhood", "mean"]
 """How never-visited pixels are ranked: from their measured neighbours, or at the global mean."""
@@ -98,14 +79,8 @@ class FitnessStore(nn.Module):
         self.register_buffer("visits", torch.zeros(self.num_pixels, dtype=torch.int16))
         """How often each pixel was trained (saturates at 32767): the selection-count map."""
         self.register_buffer("initialised", torch.zeros((), dtype=torch.bool))
-        self.pool: Optional[Tensor] = None
-        """Candidate pool from the last key iteration (flat indices, fittest first)."""
-        self.excluded: Optional[Tensor] = None
-        """pool | ~valid: what mutation must not draw."""
-        self.num_excluded = 0
         self.error_curve: List[Tuple[int, float]] = []
         """(step, mean batch error) history, for staleness correction."""
-        self.last_balance = float("nan")
 
     # -- indexing ----------------------------------------------------------------------------
     @property
@@ -127,13 +102,18 @@ class FitnessStore(nn.Module):
         local = self._local(camera)
         return self.offsets[local] + y.to(local.device).long() * self.widths[local] + x.to(local.device).long()
 
-    def unflatten(self, flat: Tensor) -> Tensor:
-        """Flat indices -> [R, 3] long (absolute camera, y, x)."""
+    def locate(self, flat: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        """Flat indices -> (local image, y, x), each [R] long."""
         flat = flat.to(self.offsets.device).long()
         local = torch.searchsorted(self.offsets, flat, right=True) - 1
         rem = flat - self.offsets[local]
         width = self.widths[local]
-        return torch.stack([self.cameras[local], rem // width, rem % width], dim=-1)
+        return local, rem // width, rem % width
+
+    def unflatten(self, flat: Tensor) -> Tensor:
+        """Flat indices -> [R, 3] long (absolute camera, y, x)."""
+        local, y, x = self.locate(flat)
+        return torch.stack([self.cameras[local], y, x], dim=-1)
 
     def image_view(self, values: Tensor, camera: int) -> Tensor:
         """[H, W] view of a per-pixel tensor for one (absolute) camera (heatmaps)."""
@@ -239,119 +219,21 @@ class FitnessStore(nn.Module):
         e = torch.where(visited, e, estimate * (1.0 + 1e-3 * jitter))
         return e
 
-    def rank(
-        self,
-        pool_size: int,
-        ranking: Ranking = "evos",
-        crossover_method: CrossoverMethod = "select",
-        stale_correction: bool = True,
-        step: int = 0,
-        generator: Optional[torch.Generator] = None,
-        reduce_sum: ReduceSum = _identity,
-        unvisited_prior: UnvisitedPrior = "neighbourhood",
-        prior_block: int = 16,
-    ) -> Tensor:
-        """Build the candidate pool of ``pool_size`` pixels; masked-out pixels never enter it."""
-        generator = generator or torch.Generator(device="cpu")
-        neg_inf = torch.tensor(float("-inf"), device=self.fitness.device)
-        if ranking == "staleness":
-            never = self.last_step < 0
-            score = torch.where(never, float(step + 1), step - self.last_step.float())
-            pool = top_k(torch.where(self.valid, score, neg_inf), pool_size)
-        elif ranking == "edges":
-            pool = top_k(torch.where(self.valid, self.edges.float(), neg_inf), pool_size)
-        elif ranking == "topk":
-            e = self.corrected_fitness(False, generator, reduce_sum, unvisited_prior, prior_block)
-            pool = top_k(torch.where(self.valid, e, neg_inf), pool_size)
-        else:
-            e = self.corrected_fitness(stale_correction, generator, reduce_sum, unvisited_prior, prior_block)
-            hf = e * self.edges.float()
-            # EVOS Eq. 5 over valid pixels only (of every shard: p is the same on all ranks).
-            p = None
-            if crossover_method == "select":
-                sums = reduce_sum(torch.tensor([float(e[self.valid].sum()), float(hf[self.valid].sum())], dtype=torch.float64))
-                p = float(sums[0]) / max(float(sums[0] + sums[1]), 1e-30)
-            offspring = crossover(
-                torch.where(self.valid, e, neg_inf), torch.where(self.valid, hf, neg_inf), pool_size,
-                crossover_method, balance=p,
-            )
-            pool = offspring.indices
-            self.last_balance = offspring.balance
-        self.set_pool(pool)
-        return pool
-
-    def set_pool(self, pool: Tensor) -> None:
-        self.pool = pool.to(self.fitness.device)
-        self.excluded = membership(self.pool, self.num_pixels) | ~self.valid
-        self.num_excluded = int(self.excluded.sum())
-
-    def stalest_in_pool(self, step: int, budget: int) -> Tensor:
-        """Up to ``budget`` pool members with the oldest measurements (to re-measure before ranking)."""
-        if self.pool is None or budget <= 0 or self.pool.numel() == 0:
-            return torch.empty(0, dtype=torch.long, device=self.fitness.device)
-        age = (step - self.last_step[self.pool]).float()
-        return self.pool[top_k(age, budget)]
-
     # -- per-step selection ----------------------------------------------------------------------
     def sample_uniform(self, batch_size: int, generator: torch.Generator) -> Tensor:
-        """Uniform over valid pixels (no ranking yet, the uniform baseline, or evolution paused)."""
+        """Uniform over valid pixels: the uniform baseline, a paused selector, or before any ranking."""
         idx = mutate(self.num_pixels, batch_size, ~self.valid, generator, self.fitness.device)
-        return _fill(idx, batch_size, generator)
-
-    def sample(
-        self, batch_size: int, mutation_share: float, generator: torch.Generator, num_mutants: Optional[int] = None
-    ) -> Tuple[Tensor, int]:
-        """(flat indices of one batch, number of mutants). O(batch): never touches all pixels.
-
-        ``num_mutants`` overrides ``round(batch_size * mutation_share)`` (sharded runs size each
-        rank's mutant share by its number of unselected pixels, see ``sharding.mutant_count``).
-        """
-        if self.pool is None or self.pool.numel() == 0:
-            return self.sample_uniform(batch_size, generator), batch_size
-        if num_mutants is None:
-            num_mutants = int(round(batch_size * mutation_share))
-        num_mutants = min(max(num_mutants, 0), batch_size)
-        num_selected = min(batch_size - num_mutants, self.pool.numel())
-        num_mutants = batch_size - num_selected
-        pos = mutate(self.pool.numel(), num_selected, None, generator, self.pool.device)
-        selected = self.pool[pos]
-        mutants = mutate(
-            self.num_pixels, num_mutants, self.excluded, generator, self.fitness.device, self.num_excluded
-        )
-        idx = torch.cat([selected, mutants])
-        return _fill(idx, batch_size, generator), mutants.numel()
+        return fill(idx, batch_size, generator)
 
     # -- state ---------------------------------------------------------------------------------
     def get_extra_state(self) -> Dict[str, Any]:
-        return {
-            "pool": None if self.pool is None else self.pool.cpu(),
-            "error_curve": list(self.error_curve),
-            "last_balance": self.last_balance,
-        }
+        return {"error_curve": list(self.error_curve)}
 
     def set_extra_state(self, state: Dict[str, Any]) -> None:
         self.error_curve = [tuple(x) for x in state.get("error_curve", [])]
-        self.last_balance = float(state.get("last_balance", float("nan")))
-        pool = state.get("pool")
-        if pool is not None:
-            self.set_pool(pool.to(self.fitness.device))
-        else:
-            self.pool, self.excluded, self.num_excluded = None, None, 0
-
-    def _apply(self, fn, recurse=True):
-        # Keep the non-buffer pool and exclusion mask on the same device as the buffers.
-        out = super()._apply(fn, recurse)
-        if self.pool is not None:
-            self.set_pool(self.pool.to(self.fitness.device))
-        return out
 
     def memory_bytes(self) -> int:
         return sum(b.numel() * b.element_size() for b in self.buffers())
-
-    @property
-    def num_unselected(self) -> int:
-        """Valid pixels outside the pool: what mutation draws from."""
-        return self.num_pixels - self.num_excluded if self.excluded is not None else int(self.valid.sum())
 
     # -- global (unsharded) layout -----------------------------------------------------------
     def to_global_flat(self, flat: Tensor, global_offsets: Tensor, global_widths: Tensor) -> Tensor:
@@ -376,13 +258,10 @@ def pixel_offsets(counts: Tensor) -> Tensor:
     return offsets
 
 
-def _fill(idx: Tensor, batch_size: int, generator: torch.Generator) -> Tensor:
+def fill(idx: Tensor, batch_size: int, generator: torch.Generator) -> Tensor:
     """Pad by repetition when fewer distinct pixels exist than the batch asks for (tiny scenes)."""
     if idx.numel() >= batch_size or idx.numel() == 0:
         return idx[:batch_size]
     extra = torch.randint(0, idx.numel(), (batch_size - idx.numel(),), generator=generator, device=generator.device)
     return torch.cat([idx, idx[extra.to(idx.device)]])
 
-
-def key_pool_size(num_valid: int, selection_ratio: float) -> int:
-    return max(1, int(math.floor(selection_ratio * num_valid)))

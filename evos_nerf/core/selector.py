@@ -1,0 +1,429 @@
+"""The per-ray selection loop in one framework-free object, shaped like a nerfacc estimator.
+
+Three verbs, called by whatever trains rays (the nerfstudio pipeline, the benchmarks, the tests):
+
+    selector.maybe_evolve(step, measure)   # once per step, first: controls, key iterations
+    selection = selector.select(batch_size) # which pixels (and loss weights) this step
+    selector.observe(selection.flat, errors, step)  # per-ray errors of the rays just trained
+
+It owns the fitness store, the selection RNG, the live controls, the key-iteration schedule, the
+candidate pool, the mutation scale of sharded runs and the read-out statistics. It is the one place
+where nerfstudio's 0-based steps become EVOS's 1-based iterations (``t = step + 1``: the key rule
+``t mod I(t) == 1`` makes the first step a key iteration).
+
+Ratios mean what they mean on the image path (``evos_nerf.core.evolution``): ``ratio`` r_t is the
+share of all pixels in the population EVOS trains on, ``mutation`` alpha makes m = alpha * r0 of
+them mutants. A ray batch draws B rays uniformly from that population (see ``evos_nerf.core.pool``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any, Callable, Dict, Literal, Optional, Tuple
+
+import torch
+from rich.console import Console
+from torch import Tensor, nn
+
+from evos_nerf import distributed
+from evos_nerf.core import schedules
+from evos_nerf.core.fitness_stats import summarise
+from evos_nerf.core.importance import ErrorMap, SoftMining
+from evos_nerf.core.pool import CandidatePool, Ranking, rank_pixels
+from evos_nerf.core.selection import CrossoverMethod
+from evos_nerf.core.sharding import mutant_count, mutation_scale
+from evos_nerf.core.store import FitnessStore, UnvisitedPrior
+from evos_nerf.errors import UserInputError
+
+Strategy = Literal["evos", "uniform", "topk", "staleness", "edges", "errormap", "softmining"]
+POOL_STRATEGIES = ("evos", "topk", "staleness", "edges")
+
+console = Console()
+
+MeasureFn = Callable[[Tensor], Tensor]
+"""[R, 3] absolute (camera, y, x) -> [R] per-ray squared error, measured without gradients."""
+
+
+@dataclass
+class SelectorConfig:
+    """How rays are chosen. The nerfstudio sampler config inherits these as CLI flags."""
+
+    strategy: Strategy = "evos"
+    """evos; uniform (nerfacto's default); errormap (instant-ngp's error-map importance sampling);
+    softmining (Soft Mining, CVPR 2024: importance sampling with importance-weighted loss); topk (hard
+    mining: top error, no crossover, no mutation); staleness (coverage control: longest-untrained
+    first); edges (edge-prior control: ground-truth Laplacian only)."""
+    ratio: float = 0.5
+    """r0: share of all training pixels in the population EVOS trains on (fittest + mutants)."""
+    ratio_schedule: schedules.SampleRatioSchedule = "constant"
+    """How r_t grows: constant, step (10 stages up to 1), linear or cosine. Growing r_t anneals
+    selection toward uniform (at r_t = 1 every pixel is in the population)."""
+    mutation: float = 0.5
+    """alpha: mutants are m = alpha * r0 of all pixels, so alpha is the batch's mutant share at r0."""
+    end_mutation: Optional[float] = None
+    """alpha at the last step (None: same as ``mutation``)."""
+    mutation_schedule: schedules.MutationSchedule = "constant"
+    mutation_base: schedules.MutationBase = "initial"
+    """initial: m = alpha * r0 (official code); current: m = alpha * r_t (paper text)."""
+    crossover: CrossoverMethod = "select"
+    """Frequency-guided crossover of error and edge-weighted error: select, add, none."""
+    stale_correction: bool = True
+    """Rescale cached errors by how much the mean training error fell since they were measured."""
+    unvisited_prior: UnvisitedPrior = "neighbourhood"
+    """Fitness of never-visited pixels: neighbourhood (their measured block neighbours, shrunk
+    toward their image's mean) or mean (the global mean error)."""
+    prior_block: int = 16
+    """Block size in pixels for the neighbourhood prior."""
+    refresh_budget: int = 4096
+    """Rays re-measured (no-grad) at each key iteration: the stalest members of the pool."""
+    importance_weights: float = 0.0
+    """Exponent a of the loss weight (M q)^-a of each ray drawn with probability q among M pixels:
+    0 trains on the selected pixels as they are (EVOS), 1 is unbiased importance sampling."""
+    init_interval: int = 100
+    """Key-iteration interval at the first step (lin_dec schedule, in steps)."""
+    end_interval: int = 50
+    """Key-iteration interval at the last step."""
+    key_schedule: schedules.KeyIterationSchedule = "lin_dec"
+    errormap_uniform: float = 0.5
+    """errormap: share of positions drawn uniformly inside the chosen image (instant-ngp: 0.5)."""
+    errormap_window: int = 128
+    """errormap: steps summed into the first map; each later window is 1.5x longer (instant-ngp)."""
+    softmining_alpha: float = 0.8
+    """softmining: final weight exponent (the official code: 0.8 on LLFF, 0.6 on NeRF-synthetic)."""
+    softmining_uniform: float = 0.1
+    """softmining: share of each batch drawn uniformly (the official code's minpct)."""
+    softmining_warmup: int = 1000
+    """softmining: steps over which the weight exponent ramps from 0 to alpha."""
+    softmining_refresh: int = 10
+    """softmining: steps between rebuilds of the sampling distribution from the cached errors."""
+    fitness_dtype: Literal["float16", "float32"] = "float16"
+    """Storage of the per-pixel fitness (2 bytes per pixel by default)."""
+    seed: Optional[int] = None
+    """Selection RNG seed; None uses the trainer's --machine.seed (+ rank)."""
+
+    def validate(self, prefix: str = "") -> "SelectorConfig":
+        """One line naming the flag for every out-of-range setting."""
+        schedules.check_ratio(f"{prefix}ratio", self.ratio)
+        schedules.check_ratio(f"{prefix}mutation", self.mutation, allow_zero=True)
+        if self.end_mutation is not None:
+            schedules.check_ratio(f"{prefix}end-mutation", self.end_mutation, allow_zero=True)
+        for name in ("errormap_uniform", "softmining_uniform"):
+            schedules.check_ratio(prefix + name.replace("_", "-"), getattr(self, name), allow_zero=True)
+        positive = ("init_interval", "end_interval", "prior_block", "errormap_window", "softmining_refresh")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise UserInputError(f"{prefix}{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        non_negative = ("refresh_budget", "softmining_warmup", "importance_weights", "softmining_alpha")
+        for name in non_negative:
+            value = getattr(self, name)
+            if not (value >= 0 and math.isfinite(value)):
+                raise UserInputError(f"{prefix}{name.replace('_', '-')} must be a finite number >= 0, got {value}")
+        return self
+
+
+@dataclass
+class SelectorControls:
+    """Settings a user may change while training (the viewer's EVOS panel). They take effect on
+    the next step; distributed runs broadcast rank 0's values every step."""
+
+    ratio: float
+    mutation: float
+    paused: bool = False
+    """Fall back to uniform sampling (fitness is still recorded)."""
+
+    def to_tensor(self) -> Tensor:
+        return torch.tensor([self.ratio, self.mutation, float(self.paused)], dtype=torch.float64)
+
+    def load_tensor(self, t: Tensor) -> None:
+        self.ratio, self.mutation, self.paused = float(t[0]), float(t[1]), bool(t[2] > 0.5)
+
+
+@dataclass
+class Selection:
+    """One step's rays."""
+
+    flat: Tensor
+    """Flat pixel indices into the store (local to this rank's shard)."""
+    weights: Optional[Tensor]
+    """Per-ray loss weights, or None for an unweighted mean."""
+    num_mutants: int
+    """Rays drawn uniformly from outside the pool (all of them when sampling uniformly)."""
+
+
+class RaySelector(nn.Module):
+    """Chooses training rays for one store (one rank's shard in distributed runs).
+
+    An ``nn.Module`` with no parameters: the store's buffers and the selector's extra state (RNG,
+    controls, pool, schedules) travel with ``.to()`` and land in checkpoints.
+    """
+
+    def __init__(
+        self,
+        config: SelectorConfig,
+        store: FitnessStore,
+        batch_size: int,
+        generator: torch.Generator,
+        total_steps: int = 30000,
+        collectives: ModuleType = distributed,
+    ) -> None:
+        super().__init__()
+        self.config = config.validate()
+        self.store = store
+        self.batch_size = int(batch_size)
+        self.generator = generator
+        self.total_steps = max(1, int(total_steps))
+        self.comm = collectives
+        self.controls = SelectorControls(config.ratio, config.mutation)
+        self.step = 0
+        """The step being trained (set by maybe_evolve)."""
+        self.pool: Optional[CandidatePool] = None
+        self.pool_ratio: Optional[float] = None
+        """Ratio control the pool was built with (a changed control forces a re-rank)."""
+        self.last_key_step = -1
+        self.balance = float("nan")
+        """Crossover balance p of the last ranking."""
+        self.mutation_scale = 1.0
+        """Factor on this rank's mutant count that keeps mutation uniform over all shards."""
+        self.num_valid_total = 0
+        self.num_unselected_total = 0
+        self.statistics: Dict[str, float] = {}
+        """Read-outs for the viewer and loggers, refreshed at key iterations (over all ranks)."""
+        self.histogram: Optional[Tuple[Tensor, Tensor]] = None
+        """(counts, fitness bin edges) from the last key iteration, over all ranks."""
+        self.selection_seconds = 0.0
+        """Time spent choosing pixels, writing fitness back and ranking (the sampler's overhead)."""
+        self.refresh_seconds = 0.0
+        """Time spent re-measuring stale pixels at key iterations (extra forward passes)."""
+        self.last_selection: Optional[Selection] = None
+        self.skipped_errors = 0
+        """Non-finite per-ray errors left out of the store (all steps)."""
+        self.errormap = ErrorMap(store, batch_size, config.errormap_uniform, config.errormap_window) \
+            if config.strategy == "errormap" else None
+        self.softmining = SoftMining(store, config.softmining_alpha, config.softmining_uniform, config.softmining_warmup) \
+            if config.strategy == "softmining" else None
+        self._softmining_built_at: Optional[int] = None
+
+    # -- set-up ----------------------------------------------------------------------------------
+    def initialise(self, images, masks=None, names=None) -> None:
+        """Edge prior and valid mask from the training images (once: a resumed store is kept)."""
+        if not bool(self.store.initialised):
+            self.store.initialise(images, masks, names=names, reduce_sum=self.comm.all_reduce_sum)
+        self.num_valid_total = int(self._sum(float(self.store.valid.sum()))[0])
+        self.num_unselected_total = self.num_valid_total
+        self._refresh_statistics()
+
+    def _sum(self, *values: float) -> Tensor:
+        return self.comm.all_reduce_sum(torch.tensor(values, dtype=torch.float64))
+
+    # -- schedules (the one place where steps become EVOS iterations) ------------------------------
+    def iteration(self, step: int) -> int:
+        """nerfstudio counts steps from 0; EVOS's iterations t count from 1."""
+        return step + 1
+
+    def is_key(self, step: int) -> bool:
+        """On the key schedule, or the user changed the ratio (same answer on every rank)."""
+        c = self.config
+        if c.strategy in POOL_STRATEGIES and self.pool_ratio is not None and self.pool_ratio != self.controls.ratio:
+            return True
+        # Rays: an interval of 1 re-ranks every step (the official image code would never re-rank).
+        return schedules.is_key_iteration(
+            self.iteration(step), self.total_steps, c.key_schedule, c.init_interval, c.end_interval, one_means_every_step=True
+        )
+
+    def key_interval(self, step: int) -> int:
+        c = self.config
+        return schedules.key_interval(self.iteration(step), self.total_steps, c.key_schedule, c.init_interval, c.end_interval)
+
+    def rates(self, step: int) -> Tuple[float, float]:
+        """(r_t, m): population share and mutant share of all pixels at this step."""
+        c, t = self.config, self.iteration(step)
+        r0 = self.controls.ratio
+        r_t = schedules.sample_ratio(t, self.total_steps, r0, c.ratio_schedule)
+        alpha = self.controls.mutation
+        end = alpha if c.end_mutation is None else c.end_mutation
+        m = schedules.mutation_ratio(t, self.total_steps, r0, r_t, c.mutation_schedule, alpha, end, c.mutation_base)
+        return r_t, m
+
+    def counts(self, step: int, num_pixels: int) -> Tuple[int, int]:
+        """(pool size, mutants) of the population over ``num_pixels`` pixels at this step."""
+        r_t, m = self.rates(step)
+        return schedules.split_counts(num_pixels, r_t, m)
+
+    # -- the loop --------------------------------------------------------------------------------
+    def maybe_evolve(self, step: int, measure: Optional[MeasureFn] = None) -> bool:
+        """Begin a step: agree on the controls, then at key iterations re-measure and re-rank.
+
+        Call once per step on every rank, before :meth:`select` (its collectives must line up).
+        Returns whether this was a key iteration.
+        """
+        self.step = step
+        if self.comm.is_distributed():
+            self.controls.load_tensor(self.comm.broadcast(self.controls.to_tensor()))
+        schedules.check_ratio("EVOS ratio", self.controls.ratio)
+        schedules.check_ratio("EVOS mutation", self.controls.mutation, allow_zero=True)
+        if self.softmining is not None and self._softmining_due(step):
+            start = time.perf_counter()
+            self.softmining.rebuild(self.store.corrected_fitness(
+                False, self.generator, self.comm.all_reduce_sum, self.config.unvisited_prior, self.config.prior_block
+            ))
+            self._softmining_built_at = step
+            self.selection_seconds += time.perf_counter() - start
+        if not self.is_key(step):
+            if self.statistics:
+                self.statistics["steps_since_key"] = float(step - self.last_key_step)
+            return False
+        if self.config.strategy in POOL_STRATEGIES:
+            self._evolve(step, measure)
+        self.last_key_step = step
+        self._refresh_statistics()
+        return True
+
+    def _softmining_due(self, step: int) -> bool:
+        built = self._softmining_built_at
+        return built is None or step - built >= self.config.softmining_refresh or step < built
+
+    def _evolve(self, step: int, measure: Optional[MeasureFn]) -> None:
+        """Re-measure the stalest pool members, then rank every pixel into a new pool."""
+        c, store = self.config, self.store
+        measured = self._sum(float((store.last_step >= 0).sum()))
+        if c.strategy in ("evos", "topk") and float(measured[0]) == 0:
+            return  # nothing measured yet: keep sampling uniformly until the next key iteration
+        if measure is not None and c.refresh_budget > 0 and c.strategy in ("evos", "topk") and self.pool is not None:
+            start = time.perf_counter()
+            stale = self.pool.stalest(step, c.refresh_budget)
+            if stale.numel():
+                errors = measure(store.unflatten(stale).cpu())
+                self.skipped_errors += store.update(stale, errors, step, trained=False)
+            self.refresh_seconds += time.perf_counter() - start
+        start = time.perf_counter()
+        pool_size, _ = self.counts(step, int(store.valid.sum()))
+        indices, self.balance = rank_pixels(
+            store, pool_size, c.strategy, step, self.generator, c.crossover, c.stale_correction,
+            c.unvisited_prior, c.prior_block, self.comm.all_reduce_sum,
+        )
+        self._set_pool(indices)
+        self.pool_ratio = self.controls.ratio
+        self.selection_seconds += time.perf_counter() - start
+
+    def _set_pool(self, indices: Optional[Tensor]) -> None:
+        self.pool = None if indices is None else CandidatePool(self.store, indices)
+        here = self.pool.num_unselected if self.pool is not None else int(self.store.valid.sum())
+        self.num_unselected_total = int(self._sum(float(here))[0])
+        self.mutation_scale = mutation_scale(here, self.num_unselected_total, self.comm.get_world_size())
+
+    def select(self, batch_size: Optional[int] = None) -> Selection:
+        """This step's rays. O(batch) for every strategy but softmining's periodic rebuild."""
+        start = time.perf_counter()
+        selection = self._select(self.batch_size if batch_size is None else int(batch_size))
+        self.selection_seconds += time.perf_counter() - start
+        self.last_selection = selection
+        return selection
+
+    def _select(self, batch_size: int) -> Selection:
+        store, gen, strategy = self.store, self.generator, self.config.strategy
+        if strategy == "uniform" or self.controls.paused:
+            return Selection(store.sample_uniform(batch_size, gen), None, batch_size)
+        if self.errormap is not None:
+            return Selection(self.errormap.draw(batch_size, gen), None, 0)
+        if self.softmining is not None:
+            flat, weights = self.softmining.draw(batch_size, self.step, gen)
+            return Selection(flat, weights, 0)
+        if self.pool is None or self.pool.size == 0:
+            return Selection(store.sample_uniform(batch_size, gen), None, batch_size)
+        share = self.mutant_share(self.step)
+        num_mutants = mutant_count(batch_size, share, self.mutation_scale, gen)
+        flat, num_mutants = self.pool.draw(batch_size, num_mutants, gen)
+        return Selection(flat, self._pool_weights(flat, share), num_mutants)
+
+    def mutant_share(self, step: int) -> float:
+        """Share of a batch drawn as mutants: |M_t| / |Z_t| of the population at this step.
+
+        Hard mining (topk) trains on EVOS's survivors alone: the same pool, no mutants."""
+        if self.config.strategy == "topk":
+            return 0.0
+        selected, mutants = self.counts(step, max(self.num_valid_total, 1))
+        total = selected + mutants
+        return mutants / total if total > 0 else 1.0
+
+    def _pool_weights(self, flat: Tensor, share: float) -> Optional[Tensor]:
+        """(M q)^-a for pool members and mutants, q each ray's probability among M pixels (global)."""
+        a = self.config.importance_weights
+        if a == 0 or self.pool is None:
+            return None
+        world = self.comm.get_world_size()
+        q_pool = max(1.0 - share * self.mutation_scale, 0.0) / max(self.pool.size * world, 1)
+        q_rest = share / max(self.num_unselected_total, 1)
+        q = torch.where(self.pool.contains(flat), q_pool, q_rest).double()
+        return (self.num_valid_total * q).clamp_min(1e-12).pow(-a).float()
+
+    def observe(self, flat: Tensor, errors: Tensor, step: int, trained: bool = True) -> int:
+        """Write back per-ray errors (NaN/inf skipped). Returns how many were skipped."""
+        start = time.perf_counter()
+        skipped = self.store.update(flat, errors, step, trained=trained)
+        if self.errormap is not None and trained:
+            self.errormap.observe(flat, errors)
+        self.skipped_errors += skipped
+        self.selection_seconds += time.perf_counter() - start
+        return skipped
+
+    # -- read-outs -------------------------------------------------------------------------------
+    def _refresh_statistics(self) -> None:
+        """Read-outs over all ranks (a collective: runs at key iterations, on every rank)."""
+        summary = summarise(self.store, self.comm.all_reduce_sum)
+        step = max(self.last_key_step, 0)
+        self.statistics = {
+            "key_interval": float(self.key_interval(step)),
+            "steps_since_key": 0.0,
+            "last_key_step": float(self.last_key_step),
+            **summary.scalars(),
+        }
+        self.histogram = (summary.counts, summary.bin_edges)
+
+    # -- checkpoints -----------------------------------------------------------------------------
+    def get_extra_state(self) -> Dict[str, Any]:
+        return {
+            "generator": self.generator.get_state(),
+            "controls": self.controls.to_tensor(),
+            "pool": None if self.pool is None else self.pool.indices.cpu(),
+            "pool_ratio": self.pool_ratio,
+            "last_key_step": self.last_key_step,
+            "balance": self.balance,
+            "strategy": self.config.strategy,
+            "errormap": None if self.errormap is None else self.errormap.state_dict(),
+        }
+
+    def set_extra_state(self, state: Dict[str, Any]) -> None:
+        saved = state.get("strategy")
+        if saved is not None and saved != self.config.strategy:
+            raise UserInputError(
+                f"checkpoint was trained with --pipeline.datamanager.pixel-sampler.strategy {saved}, "
+                f"this run uses {self.config.strategy}: resume with the same strategy"
+            )
+        if state.get("generator") is not None:
+            self.generator.set_state(state["generator"])
+        saved = SelectorControls(0.0, 0.0)
+        saved.load_tensor(state["controls"])
+        if saved != self.controls:
+            # The command line wins, as for every other flag on resume; say so rather than silently.
+            console.print(
+                f"EVOS: the checkpoint's controls (ratio {saved.ratio}, mutation {saved.mutation}, paused {saved.paused}) "
+                f"differ from this run's (ratio {self.controls.ratio}, mutation {self.controls.mutation}, "
+                f"paused {self.controls.paused}); resuming with this run's"
+            )
+        self.pool_ratio = state.get("pool_ratio")
+        self.last_key_step = int(state.get("last_key_step", -1))
+        self.balance = float(state.get("balance", float("nan")))
+        pool = state.get("pool")
+        self._set_pool(None if pool is None else pool.to(self.store.fitness.device))
+        if self.errormap is not None and state.get("errormap") is not None:
+            self.errormap.load_state_dict(state["errormap"])
+
+    def _apply(self, fn, recurse=True):
+        # Keep the pool (not a buffer) on the buffers' device.
+        out = super()._apply(fn, recurse)
+        if getattr(self, "pool", None) is not None:
+            self.pool = CandidatePool(self.store, self.pool.indices)
+        return out
