@@ -101,7 +101,8 @@ def train_ranked(local_rank: int, world: int, config: TrainerConfig, rank: int) 
     trainer.setup()
     trainer.train()
     dm = trainer.pipeline.datamanager
-    store = getattr(dm, "fitness_store", None)
+    selector = getattr(dm, "selector", None)
+    store = None if selector is None else selector.store
     write_json(trainer.base_dir / "distributed" / f"rank{rank}.json", {
         "rank": rank,
         "world_size": world,

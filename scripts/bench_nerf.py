@@ -27,7 +27,7 @@ from rich.console import Console
 from rich.table import Table
 
 from evos_nerf.io import write_json, write_text
-from evos_nerf.nerfstudio.presets import Budget, blender_run_config
+from evos_nerf.nerfstudio.presets import Budget, run_config
 from evos_nerf.scene import make_scene
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,7 +36,7 @@ console = Console()
 
 @dataclass
 class Args:
-    preset: Literal["cpu", "pilot", "full"] = "cpu"
+    preset: str = "cpu"
     shared: Path = ROOT.parent / "shared" / "data"
     out: Path = ROOT / "benchmarks"
     work: Path = Path("/tmp/evos-bench-nerf")
@@ -68,21 +68,33 @@ class Run:
     history: Optional[List[Dict[str, float]]] = None
 
 
+VARIANTS = {
+    "no-crossover": {"crossover": "none"},
+    "no-stale-correction": {"stale_correction": False},
+    "mean-prior": {"unvisited_prior": "mean"},
+    "no-mutation": {"mutation": 0.0},
+    "weighted": {"importance_weights": 1.0},
+    "half-weighted": {"importance_weights": 0.5},
+    "step": {"ratio_schedule": "step"},
+    "cosine": {"ratio_schedule": "cosine"},
+}
+"""Ablation suffixes: ``evos:no-crossover``, ``evos:step+weighted`` (joined with ``+``)."""
+
+
 def strategy_overrides(name: str, cfg) -> None:
-    """Map a benchmark strategy name to pixel-sampler settings."""
+    """Map a benchmark strategy name (``base[:variant[+variant]]``) to pixel-sampler settings."""
     sampler = cfg.pipeline.datamanager.pixel_sampler
-    base, _, variant = name.partition(":")
+    base, _, variants = name.partition(":")
     sampler.strategy = base
-    if variant == "no-crossover":
-        sampler.crossover = "none"
-    elif variant == "no-stale-correction":
-        sampler.stale_correction = False
-    elif variant == "mean-prior":
-        sampler.unvisited_prior = "mean"
-    elif variant == "no-mutation":
-        sampler.mutation_ratio = 0.0
-    elif variant:
-        raise ValueError(f"unknown strategy variant {variant!r}")
+    for variant in filter(None, variants.split("+")):
+        if variant.startswith("ratio="):
+            sampler.ratio = float(variant.split("=", 1)[1])
+        elif variant in VARIANTS:
+            for key, value in VARIANTS[variant].items():
+                setattr(sampler, key, value)
+        else:
+            raise ValueError(f"unknown strategy variant {variant!r} (known: {', '.join(VARIANTS)}, ratio=R)")
+    sampler.validate()
 
 
 def scene_path(spec: Dict[str, Any], args: Args) -> Optional[Path]:
@@ -93,8 +105,10 @@ def scene_path(spec: Dict[str, Any], args: Args) -> Optional[Path]:
     return path if path.is_dir() else None
 
 
-def build(scene: Path, name: str, strategy: str, seed: int, budget: Budget, args: Args) -> Run:
-    cfg = blender_run_config(scene, args.work / "runs", budget, "evos", seed, experiment=f"{name}-s{seed}")
+def build(spec: Dict[str, Any], scene: Path, strategy: str, seed: int, budget: Budget, args: Args) -> Run:
+    name = spec["name"]
+    cfg = run_config(scene, args.work / "runs", budget, "evos", seed, experiment=f"{name}-s{seed}",
+                     scene_format=spec.get("format", "blender"), downscale=spec.get("downscale", 1))
     cfg.timestamp = strategy.replace(":", "-")
     strategy_overrides(strategy, cfg)
     torch.manual_seed(seed)
@@ -123,14 +137,14 @@ def advance(run: Run, until: int) -> None:
 
 def evaluate(run: Run) -> None:
     metrics = run.trainer.pipeline.get_average_eval_image_metrics(step=run.step)
-    dm = run.trainer.pipeline.datamanager
+    selector = run.trainer.pipeline.datamanager.selector
     run.history.append({
         "step": run.step,
         "train_seconds": run.train_seconds,
         "psnr": float(metrics["psnr"]),
         "ssim": float(metrics["ssim"]),
-        "selection_seconds": dm.selection_seconds,
-        "refresh_seconds": dm.refresh_seconds,
+        "selection_seconds": selector.selection_seconds,
+        "refresh_seconds": selector.refresh_seconds,
     })
 
 
@@ -239,7 +253,8 @@ def main(args: Args) -> None:
         merge(args)
         return
     preset = yaml.safe_load((ROOT / "configs" / f"bench_nerf_{args.preset}.yaml").read_text())
-    budget = Budget(steps=args.steps or preset["steps"], rays=preset["rays"], full=preset.get("full", False))
+    budget = Budget(steps=args.steps or preset["steps"], rays=preset["rays"], full=preset.get("full", False),
+                    decay_to_budget=preset.get("decay_to_budget", False), model=preset.get("model", {}))
     evals = args.evals or preset.get("evals", 6)
     args.test_images = args.test_images or preset.get("test_images")
     strategies = args.strategies or preset["strategies"]
@@ -253,7 +268,7 @@ def main(args: Args) -> None:
             console.print(f"[yellow]skipping {spec['name']}: {args.shared / spec['source']} not found[/yellow]")
             continue
         for seed in seeds:
-            group = [build(scene, spec["name"], s, seed, budget, args) for s in strategies]
+            group = [build(spec, scene, s, seed, budget, args) for s in strategies]
             for k in range(1, evals + 1):
                 until = budget.steps * k // evals
                 for run in group:  # round robin

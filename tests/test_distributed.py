@@ -17,7 +17,8 @@ from nerf_helpers import train_args
 
 pytestmark = pytest.mark.slow
 TORCHRUN = str(Path(sys.executable).parent / "torchrun")
-STORE = "datamanager.fitness_store."
+STORE = "datamanager.selector.store."
+SELECTOR = "datamanager.selector."
 NO_TERMINAL_LOG = ["--logging.local-writer.enable", "False"]
 """nerfstudio's terminal writer crashes on a zero-step run (no step recorded); resumes train 0 steps."""
 
@@ -43,7 +44,7 @@ def checkpoint(out: Path) -> dict:
 
 def store_state(pipeline_state: dict) -> dict:
     out = {k[len(STORE):]: v for k, v in pipeline_state.items() if k.startswith(STORE) and k != STORE + "_extra_state"}
-    pool = pipeline_state[STORE + "_extra_state"]["pool"]
+    pool = pipeline_state[SELECTOR + "_extra_state"]["pool"]
     out["pool"] = None if pool is None else torch.sort(pool).values
     return out
 
@@ -81,7 +82,7 @@ def test_two_ranks_train_in_sync_on_disjoint_shards_that_cover_every_pixel(two_r
     state = checkpoint(two_rank_run)  # one checkpoint with the global store
     assert state[STORE + "fitness"].numel() == 8 * 32 * 32
     assert int(state[STORE + "visits"].sum()) == 2 * 24 * 128  # every trained ray of both ranks
-    assert len(state["datamanager._extra_state"]["generators"]) == 2
+    assert len(state[SELECTOR + "_extra_state"]["generators"]) == 2
 
 
 def test_resume_on_another_world_size_round_trips_the_fitness_state(two_rank_run, scene, tmp_path):

@@ -3,20 +3,23 @@
 
 def _controls_worker(rank: int, port: int, out) -> None:
     import os
-    from types import SimpleNamespace
 
+    import torch
     import torch.distributed as dist
 
-    from evos_nerf.nerfstudio.datamanager import EvosControls, EvosDataManager
+    from evos_nerf.core.selector import RaySelector, SelectorConfig
+    from evos_nerf.core.store import FitnessStore
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=2)
-    controls = EvosControls(selection_ratio=0.2, mutation_ratio=0.25)
+    store = FitnessStore([(2, 2)], cameras=[rank], num_cameras=2)
+    selector = RaySelector(SelectorConfig(ratio=0.2, mutation=0.25), store, 4, torch.Generator().manual_seed(rank))
+    selector.initialise([torch.rand(2, 2, 3)])
     if rank == 0:  # the viewer lives on rank 0 only
-        controls.selection_ratio, controls.mutation_ratio, controls.paused = 0.5, 0.1, True
-    dm = SimpleNamespace(controls=controls, statistics={}, last_key_step=-1)
-    EvosDataManager.begin_step(dm, step=7)
-    out[rank] = (controls.selection_ratio, controls.mutation_ratio, controls.paused)
+        selector.controls.ratio, selector.controls.mutation, selector.controls.paused = 0.5, 0.1, True
+    selector.maybe_evolve(7)
+    c = selector.controls
+    out[rank] = (c.ratio, c.mutation, c.paused)
     dist.destroy_process_group()
 
 

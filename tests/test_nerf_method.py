@@ -34,7 +34,7 @@ def test_entry_points_load_first_thing_in_a_fresh_interpreter():
 def test_ns_train_help_lists_the_evos_flags(tmp_path):
     out = ns("ns-train", ["evos-nerf", "--help"], tmp_path, timeout=120)
     assert out.returncode == 0, out.stderr
-    for flag in ("pixel-sampler.strategy", "pixel-sampler.mutation-ratio", "pixel-sampler.selection-ratio",
+    for flag in ("pixel-sampler.strategy", "pixel-sampler.mutation", "pixel-sampler.ratio", "pixel-sampler.importance-weights",
                  "pixel-sampler.crossover", "pixel-sampler.refresh-budget", "pixel-sampler.unvisited-prior"):
         assert flag in out.stdout, flag
 
@@ -58,23 +58,23 @@ def test_train_checkpoint_resume_and_eval_end_to_end(scene, tmp_path):
     run = out / "tiny" / "evos-nerf-blender" / "run"
     ckpt = torch.load(run / "nerfstudio_models" / "step-000000029.ckpt", map_location="cpu", weights_only=False)
     state = ckpt["pipeline"]
-    last_step = state["datamanager.fitness_store.last_step"]
-    assert state["datamanager.fitness_store.fitness"].dtype == torch.float16
+    last_step = state["datamanager.selector.store.last_step"]
+    assert state["datamanager.selector.store.fitness"].dtype == torch.float16
     assert int((last_step >= 0).sum()) > 1000  # 30 steps x 128 rays, mostly distinct pixels
-    assert state["datamanager.fitness_store._extra_state"]["pool"] is not None
+    assert state["datamanager.selector._extra_state"]["pool"] is not None
     assert state["_model._extra_state"]["implementation"] == "torch"
 
     resumed = ns("ns-train", train_args(scene, out, 10, ["--load-dir", str(run / "nerfstudio_models")]), tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     ckpt2 = torch.load(run / "nerfstudio_models" / "step-000000039.ckpt", map_location="cpu", weights_only=False)
     state2 = ckpt2["pipeline"]
-    last_step2 = state2["datamanager.fitness_store.last_step"]
+    last_step2 = state2["datamanager.selector.store.last_step"]
     # The store continued: old measurements kept, new ones stamped with resumed steps.
     assert int(last_step2.max()) == 39
     assert int((last_step2 >= 0).sum()) >= int((last_step >= 0).sum())
     untouched = last_step2 == last_step
     assert torch.equal(
-        state2["datamanager.fitness_store.fitness"][untouched], state["datamanager.fitness_store.fitness"][untouched]
+        state2["datamanager.selector.store.fitness"][untouched], state["datamanager.selector.store.fitness"][untouched]
     )
 
     result = tmp_path / "eval.json"
@@ -95,17 +95,18 @@ def test_resumed_datamanager_selects_exactly_as_the_original(scene):
         return cfg.setup(device="cpu")
 
     original = build()
-    for step in range(12):
-        if original.is_key_iteration(step):
-            original.key_iteration(step, measure=None)
+    for step in range(120):  # past the second key iteration (step 100): a pool exists
+        original.selector.maybe_evolve(step)
         _, batch = original.next_train(step)
-        original.update_fitness(batch["indices"], torch.rand(64), step)
-    original.key_iteration(12, measure=None)
+        original.selector.observe(batch["evos_flat"], torch.rand(64), step)
+    assert original.selector.pool is not None
     saved = {k: (v.clone() if torch.is_tensor(v) else v) for k, v in original.state_dict().items()}
 
     resumed = build()
     resumed.load_state_dict(saved)
-    for step in range(13, 16):
+    for step in range(120, 123):
+        original.selector.maybe_evolve(step)
+        resumed.selector.maybe_evolve(step)
         assert torch.equal(original.next_train(step)[1]["indices"], resumed.next_train(step)[1]["indices"])
 
 
@@ -178,4 +179,4 @@ def test_nerfstudio_data_scene_trains_with_the_default_method(scene, tmp_path):
     args[0] = "evos-nerf"
     out = ns("ns-train", args + ["nerfstudio-data", "--downscale-factor", "1"], tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "EVOS fitness store: 9 images" in out.stdout  # 90% of 10 frames train
+    assert "EVOS fitness store: 8 images" in out.stdout  # every 8th of 10 frames held out (0 and 8)

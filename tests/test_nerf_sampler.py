@@ -1,101 +1,77 @@
-"""The EVOS pixel sampler on hand-built image batches with known answers."""
+"""The nerfstudio sampler adapter on hand-built image batches: it gathers what the selector chose."""
 
 import pytest
 import torch
 
+from evos_nerf.core.selector import RaySelector
 from evos_nerf.core.store import FitnessStore
+from evos_nerf.errors import UserInputError
 from evos_nerf.nerfstudio.sampler import EvosPixelSamplerConfig
 
 H, W, N = 6, 8, 3
 
 
-def _setup(strategy="evos", batch=32, mutation=0.25, selection=0.25, mask=None):
-    cfg = EvosPixelSamplerConfig(strategy=strategy, mutation_ratio=mutation, selection_ratio=selection)
+def _setup(batch=32, mask=None, sizes=None, **kw):
+    cfg = EvosPixelSamplerConfig(init_interval=2, end_interval=2, **kw)
     sampler = cfg.setup(num_rays_per_batch=batch)
-    store = FitnessStore([(H, W)] * N)
+    sizes = sizes or [(H, W)] * N
+    store = FitnessStore(sizes, dtype=torch.float32)
     gen = torch.Generator().manual_seed(0)
-    images = torch.rand(N, H, W, 3, generator=gen)
-    store.initialise(list(images), None if mask is None else list(mask))
-    sampler.attach(store, gen)
-    # Cameras arrive in a shuffled order: batch position != camera index.
-    order = torch.tensor([2, 0, 1])
-    image_batch = {"image": images[order], "image_idx": order}
-    if mask is not None:
-        image_batch["mask"] = mask[order]
-    return sampler, store, images, image_batch
+    images = [torch.rand(h, w, 3, generator=gen) for h, w in sizes]
+    selector = RaySelector(cfg, store, batch, gen, total_steps=100)
+    selector.initialise(images, None if mask is None else list(mask))
+    sampler.attach(selector)
+    return sampler, selector, images
+
+
+def _train(selector, steps=4):
+    """Measured errors everywhere (also where masked), then a key iteration."""
+    store = selector.store
+    for step in range(steps):
+        selector.maybe_evolve(step)
+        selector.observe(torch.arange(store.num_pixels), torch.rand(store.num_pixels), step)
 
 
 def test_batch_size_is_exact_and_indices_are_absolute_and_in_bounds():
-    sampler, _, images, image_batch = _setup()
+    sampler, _, images = _setup()
+    order = torch.tensor([2, 0, 1])  # cameras arrive shuffled: batch position != camera index
+    image_batch = {"image": torch.stack(images)[order], "image_idx": order}
     out = sampler.sample(image_batch)
     c, y, x = out["indices"].unbind(-1)
     assert out["image"].shape == (32, 3) and out["indices"].shape == (32, 3)
     assert bool(((c >= 0) & (c < N) & (y >= 0) & (y < H) & (x >= 0) & (x < W)).all())
-    # Pixel values belong to the absolute camera in indices[:, 0], not to the batch position.
-    assert torch.equal(out["image"], images[c, y, x])
+    assert torch.equal(out["image"], torch.stack(images)[c, y, x])  # the absolute camera's pixel
 
 
 def test_masked_pixels_are_never_chosen():
     mask = torch.ones(N, H, W, 1, dtype=torch.bool)
     mask[:, :, : W // 2] = False
-    sampler, store, _, image_batch = _setup(mask=mask)
-    store.update(torch.arange(store.num_pixels), torch.rand(store.num_pixels), 1)  # errors even where masked
-    store.rank(20, step=1)
-    for _ in range(20):
-        out = sampler.sample(image_batch)
-        assert bool((out["indices"][:, 2] >= W // 2).all())
-        assert bool(out["mask"].all())
+    for strategy in ("evos", "uniform", "softmining", "errormap"):
+        sampler, selector, images = _setup(mask=mask, strategy=strategy, errormap_window=1)
+        image_batch = {"image": torch.stack(images), "image_idx": torch.arange(N), "mask": mask}
+        _train(selector)
+        for _ in range(10):
+            out = sampler.sample(image_batch)
+            assert bool((out["indices"][:, 2] >= W // 2).all()), strategy
+            assert bool(out["mask"].all())
 
 
-def test_mutation_share_is_respected_and_mutants_come_from_outside_the_pool():
-    sampler, store, _, image_batch = _setup(batch=40, mutation=0.25, selection=0.5)
-    store.update(torch.arange(store.num_pixels), torch.rand(store.num_pixels), 1)
-    pool = store.rank(int(0.5 * store.num_pixels), step=1)
+def test_weights_travel_with_the_batch_when_the_selector_gives_them():
+    sampler, selector, images = _setup(strategy="softmining", softmining_refresh=1)
+    image_batch = {"image": torch.stack(images), "image_idx": torch.arange(N)}
+    _train(selector)
     out = sampler.sample(image_batch)
-    flat = store.flat_index(*out["indices"].unbind(-1))
-    in_pool = torch.isin(flat, pool)
-    assert int((~in_pool).sum()) == 10 == sampler.last_num_mutants
-    assert flat.unique().numel() == 40
-
-
-def test_topk_strategy_chooses_only_the_top_fitness_pixels():
-    sampler, store, _, image_batch = _setup(strategy="topk", batch=16)
-    fitness = torch.arange(store.num_pixels, dtype=torch.float32)
-    store.update(torch.arange(store.num_pixels), fitness, 1)
-    store.rank(16, "topk", step=1)
-    flat = store.flat_index(*sampler.sample(image_batch)["indices"].unbind(-1))
-    assert set(flat.tolist()) == set(range(store.num_pixels - 16, store.num_pixels))
-
-
-def test_uniform_before_any_ranking_and_with_the_uniform_strategy():
-    sampler, store, _, image_batch = _setup(strategy="uniform", batch=32)
-    seen = torch.zeros(store.num_pixels, dtype=torch.bool)
-    for _ in range(30):
-        seen[store.flat_index(*sampler.sample(image_batch)["indices"].unbind(-1))] = True
-    assert float(seen.float().mean()) > 0.9
-
-
-def test_nan_errors_are_skipped_not_stored():
-    store = FitnessStore([(2, 2)])
-    skipped = store.update(torch.tensor([0, 1, 2]), torch.tensor([0.5, float("nan"), float("inf")]), 3)
-    assert skipped == 2
-    assert store.last_step.tolist() == [3, -1, -1, -1]
-    assert float(store.fitness[0]) == 0.5
+    assert out["ray_weights"].shape == (32,) and "evos_flat" in out
+    sampler, selector, images = _setup(strategy="uniform")
+    assert "ray_weights" not in sampler.sample({"image": torch.stack(images), "image_idx": torch.arange(N)})
 
 
 def test_variable_resolution_batches_gather_from_the_right_camera():
     sizes = [(4, 6), (5, 3), (2, 8)]
-    cfg = EvosPixelSamplerConfig(mutation_ratio=0.5)
-    sampler = cfg.setup(num_rays_per_batch=24)
-    store = FitnessStore(sizes)
-    gen = torch.Generator().manual_seed(1)
-    images = [torch.rand(h, w, 3, generator=gen) for h, w in sizes]
-    store.initialise(images)
-    sampler.attach(store, gen)
+    sampler, selector, images = _setup(batch=24, sizes=sizes)
     order = [1, 2, 0]
     image_batch = {"image": [images[i] for i in order], "image_idx": torch.tensor(order)}
-    store.update(torch.arange(store.num_pixels), torch.rand(store.num_pixels), 1)
-    store.rank(10, step=1)
+    _train(selector)
     for _ in range(5):
         out = sampler.sample(image_batch)
         assert out["image"].shape == (24, 3)
@@ -105,7 +81,9 @@ def test_variable_resolution_batches_gather_from_the_right_camera():
 
 
 def test_bad_sampler_settings_are_named():
-    for kwargs, name in (({"selection_ratio": 1.5}, "selection-ratio"), ({"mutation_ratio": -0.1}, "mutation-ratio"),
-                         ({"prior_block": 0}, "prior-block"), ({"refresh_budget": -1}, "refresh-budget")):
-        with pytest.raises(ValueError, match=name):
+    for kwargs, name in (({"ratio": 1.5}, "ratio"), ({"mutation": -0.1}, "mutation"),
+                         ({"prior_block": 0}, "prior-block"), ({"refresh_budget": -1}, "refresh-budget"),
+                         ({"is_equirectangular": True}, "is-equirectangular"),
+                         ({"fisheye_crop_radius": 0.5}, "fisheye-crop-radius")):
+        with pytest.raises(UserInputError, match=name):
             EvosPixelSamplerConfig(**kwargs).validate()

@@ -37,12 +37,13 @@ def tiny_pipeline(scene: Path):
     cfg.datamanager.train_num_rays_per_batch = cfg.datamanager.eval_num_rays_per_batch = BATCH
     sampler = cfg.datamanager.pixel_sampler
     sampler.init_interval, sampler.end_interval, sampler.refresh_budget, sampler.seed = 10, 5, 256, 0
+    sampler.ratio, sampler.mutation = 0.5, 0.25
     model = cfg.model
     model.implementation = "torch"
     model.num_nerf_samples_per_ray, model.num_proposal_samples_per_ray = 16, (24, 16)
     model.log2_hashmap_size, model.max_res, model.hidden_dim, model.hidden_dim_color = 12, 128, 32, 32
     pipeline = cfg.setup(device="cpu", test_mode="val")
-    pipeline.datamanager.total_steps = 200
+    pipeline.datamanager.selector.total_steps = 200
     pipeline.train()
     return pipeline
 
@@ -118,48 +119,49 @@ def test_the_viewer_discovers_the_evos_folder_with_its_controls_and_readouts(vie
 def test_controls_changed_in_the_viewer_change_selection_at_the_next_step(viewer):
     pipeline = viewer.pipeline
     dm, panel = pipeline.datamanager, pipeline.EVOS
-    sampler = dm.train_pixel_sampler
+    mutants = lambda: dm.selector.last_selection.num_mutants  # noqa: E731
     train(pipeline, range(0, 12))  # past the first ranking (step 10)
-    assert sampler.last_num_mutants == round(0.25 * BATCH)
-    pool_before = dm.fitness_store.pool.numel()
+    assert mutants() == round(0.25 * BATCH)
+    pool_before = dm.selector.pool.size
 
     panel.mutation_ratio.gui_handle.value = 0.75
-    assert wait_for(lambda: dm.controls.mutation_ratio == 0.75)
+    assert wait_for(lambda: dm.controls.mutation == 0.75)
     train(pipeline, range(12, 13))
-    assert sampler.last_num_mutants == round(0.75 * BATCH)
+    assert mutants() == round(0.75 * BATCH)
 
-    panel.selection_ratio.gui_handle.value = 0.5
-    assert wait_for(lambda: dm.controls.selection_ratio == 0.5)
-    assert dm.is_key_iteration(13), "a new selection ratio must re-rank at the next step"
+    panel.selection_ratio.gui_handle.value = 0.8
+    assert wait_for(lambda: dm.controls.ratio == 0.8)
+    assert dm.selector.is_key(13), "a new selection ratio must re-rank at the next step"
     train(pipeline, range(13, 14))
-    assert dm.last_key_step == 13
-    assert dm.fitness_store.pool.numel() == int(0.5 * NUM_TRAIN * SIZE * SIZE) != pool_before
+    assert dm.selector.last_key_step == 13
+    pixels = NUM_TRAIN * SIZE * SIZE
+    assert dm.selector.pool.size == int((0.8 - 0.75 * 0.8) * pixels) != pool_before  # survivors (r - m) N
 
     panel.pause_evolution.gui_handle.value = True
     assert wait_for(lambda: dm.controls.paused)
     train(pipeline, range(14, 15))
-    assert sampler.last_num_mutants == BATCH  # paused: the whole batch is uniform
+    assert mutants() == BATCH  # paused: the whole batch is uniform
     panel.pause_evolution.gui_handle.value = False
     assert wait_for(lambda: not dm.controls.paused)
     train(pipeline, range(15, 16))
-    assert sampler.last_num_mutants == round(0.75 * BATCH)
+    assert mutants() == round(0.75 * BATCH)
 
     # A value typed into the number box outside (0, 1] is refused; training goes on.
     panel.selection_ratio.gui_handle.value = 0.0
-    assert wait_for(lambda: panel.selection_ratio.value == 0.5)
-    assert dm.controls.selection_ratio == 0.5
+    assert wait_for(lambda: panel.selection_ratio.value == 0.8)
+    assert dm.controls.ratio == 0.8
     train(pipeline, range(16, 17))
 
 
-def test_controls_restored_from_a_checkpoint_show_in_the_panel(viewer):
+def test_the_panel_shows_the_controls_the_run_starts_with(viewer):
     dm, panel = viewer.pipeline.datamanager, viewer.pipeline.EVOS
-    # A checkpoint restores the controls after the viewer is built (Trainer.setup's order).
-    dm.controls.selection_ratio, dm.controls.paused = 0.4, True
+    # Controls set after the panel was built (by code, or a viewer of an earlier session) show at the first refresh.
+    dm.controls.ratio, dm.controls.paused = 0.4, True
     panel.refresh(0)
     assert panel.selection_ratio.value == 0.4 and panel.pause_evolution.value is True
     assert panel.mutation_ratio.value == 0.25
     time.sleep(0.2)  # the echoed GUI callbacks are no-ops
-    assert (dm.controls.selection_ratio, dm.controls.mutation_ratio, dm.controls.paused) == (0.4, 0.25, True)
+    assert (dm.controls.ratio, dm.controls.mutation, dm.controls.paused) == (0.4, 0.25, True)
 
 
 def test_readouts_follow_training(viewer):
@@ -169,7 +171,7 @@ def test_readouts_follow_training(viewer):
     train(pipeline, range(0, 12))
     panel.refresh(11)
     assert stats.key_interval.value == "9 steps"  # lin_dec 10 -> 5 over 200 steps: floor(10 - 5 * 11 / 200)
-    assert stats.steps_since_key.value == str(11 - pipeline.datamanager.last_key_step) != "0"
+    assert stats.steps_since_key.value == str(11 - pipeline.datamanager.selector.last_key_step) != "0"
     share = float(stats.never_visited_share.value.rstrip("%"))
     assert 0.0 < share < 100.0
     assert float(stats.fitness_mean.value) > 0 and float(stats.fitness_p99.value) >= float(stats.fitness_p50.value)
@@ -206,7 +208,7 @@ def test_camera_images_toggle_draws_heatmaps_on_every_frustum_keeping_pose_and_c
     assert not sent, "thumbnails are redrawn at key iterations only"
     train(pipeline, range(18, 19))
     panel.refresh(18)
-    assert dm.last_key_step == 18 and len(sent) == NUM_TRAIN
+    assert dm.selector.last_key_step == 18 and len(sent) == NUM_TRAIN
     # And back to the training images.
     sent.clear()
     panel.camera_images.gui_handle.value = "RGB"

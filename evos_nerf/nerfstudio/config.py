@@ -62,7 +62,8 @@ def evos_nerf_config() -> EvosTrainerConfig:
         machine=_machine(),
         pipeline=EvosPipelineConfig(
             datamanager=EvosDataManagerConfig(
-                dataparser=NerfstudioDataParserConfig(),
+                # Real captures have no test split: hold out every 8th frame (the LLFF convention).
+                dataparser=NerfstudioDataParserConfig(eval_mode="interval", eval_interval=8),
                 train_num_rays_per_batch=4096,
                 eval_num_rays_per_batch=4096,
             ),

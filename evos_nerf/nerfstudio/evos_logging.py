@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 def log_images(dm: "EvosDataManager", config: EvosInspectionConfig, step: int) -> List[str]:
     """Queue the maps and the histogram for the writer; returns the image names (for tests and logs)."""
-    owned = [c for c in range(dm.fitness_store.num_cameras) if dm.owns_camera(c)]
+    owned = [c for c in range(dm.selector.store.num_cameras) if dm.owns_camera(c)]
     cameras = evenly_spaced(owned, config.num_log_cameras)
     names = []
     for kind, tag in (("fitness", "fitness"), ("selection count", "selection_count")):
@@ -32,12 +32,26 @@ def log_images(dm: "EvosDataManager", config: EvosInspectionConfig, step: int) -
             name = f"EVOS/{tag}/camera_{camera:05d}"
             writer.put_image(name, image, step)
             names.append(name)
-    if dm.fitness_histogram is not None:
-        counts, edges = dm.fitness_histogram
-        image = histogram_image(counts, edges, f"EVOS fitness histogram (key iteration {dm.last_key_step})")
+    if dm.selector.histogram is not None:
+        counts, edges = dm.selector.histogram
+        image = histogram_image(counts, edges, f"EVOS fitness histogram (key iteration {dm.selector.last_key_step})")
         writer.put_image("EVOS/fitness_histogram", torch.from_numpy(image), step)
         names.append("EVOS/fitness_histogram")
     return names
+
+
+def log_key_iteration(dm: "EvosDataManager", step: int) -> None:
+    """Scalars of a key iteration for tensorboard / wandb (no-ops without a writer or off rank 0)."""
+    selector = dm.selector
+    if selector.last_key_step != step or not selector.statistics:
+        return
+    stats = selector.statistics
+    writer.put_scalar("EVOS/never_visited_share", stats["never_visited_share"], step)
+    writer.put_scalar("EVOS/crossover_balance_p", selector.balance, step)
+    writer.put_scalar("EVOS/mean_fitness", stats["fitness_mean"], step)
+    writer.put_scalar("EVOS/p99_fitness", stats["fitness_p99"], step)
+    if selector.pool is not None and selector.pool.size:
+        writer.put_scalar("EVOS/pool_mean_fitness", float(selector.store.fitness[selector.pool.indices].float().mean()), step)
 
 
 def image_logging_enabled(attrs: TrainingCallbackAttributes) -> bool:
@@ -56,6 +70,7 @@ def inspection_callbacks(pipeline: "EvosPipeline", attrs: TrainingCallbackAttrib
         callbacks.append(panel.training_callback())
     config: Optional[EvosInspectionConfig] = getattr(pipeline.config, "inspection", None)
     dm = pipeline.datamanager
+    callbacks.append(TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], lambda step: log_key_iteration(dm, step)))
     if config is not None and config.steps_per_log_images > 0 and image_logging_enabled(attrs):
         callbacks.append(
             TrainingCallback(

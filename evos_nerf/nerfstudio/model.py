@@ -1,9 +1,9 @@
 """Nerfacto with three changes EVOS needs: per-ray errors, an implementation chosen per device,
 and LPIPS that never downloads.
 
-* The RGB loss module records the per-ray squared error of the very (prediction, ground truth)
-  pair it averages, after nerfacto's background blending, so the fitness fed back to the sampler
-  is exactly what the loss saw (a second blend would draw a new random background).
+* ``training_losses`` returns the per-ray squared errors of the very (prediction, ground truth)
+  pair the RGB loss averages, after nerfacto's background blending, and weights that loss by the
+  selector's per-ray weights when it gives any.
 * ``implementation="auto"`` resolves to tcnn only on CUDA with tinycudann importable. The choice
   is stored in the checkpoint; loading it into the other implementation is a clear error,
   because tcnn and torch hash grids have different parameters.
@@ -29,19 +29,6 @@ from evos_nerf.metrics import build_lpips
 def squared_error(pred: Tensor, gt: Tensor) -> Tensor:
     """Per-ray mean over channels of the squared RGB error."""
     return ((pred - gt) ** 2).mean(dim=-1)
-
-
-class PerRayMSE(nn.Module):
-    """MSELoss (mean reduction) that also keeps the per-ray errors of its last call."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.last: Optional[Tensor] = None
-
-    def forward(self, gt: Tensor, pred: Tensor) -> Tensor:
-        per_ray = squared_error(pred, gt)
-        self.last = per_ray.detach().float()
-        return per_ray.mean()
 
 
 class _UnavailableLPIPS(nn.Module):
@@ -70,12 +57,27 @@ class EvosNerfactoModel(NerfactoModel):
         factory = (lambda **_: lpips) if lpips is not None else (lambda **_: _UnavailableLPIPS())
         with mock.patch("torchmetrics.image.lpip.LearnedPerceptualImagePatchSimilarity", factory):
             super().populate_modules()
-        self.rgb_loss = PerRayMSE()
 
-    @property
-    def last_ray_error(self) -> Optional[Tensor]:
-        """Per-ray squared error of the last training loss computed."""
-        return self.rgb_loss.last
+    def training_losses(
+        self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor], metrics_dict: Optional[Dict] = None
+    ) -> Tuple[Dict[str, Tensor], Tensor]:
+        """(nerfacto's loss dict, per-ray squared errors [R]) for a training batch.
+
+        The RGB term is the mean of the per-ray errors of the very (prediction, ground truth) pair
+        blended here, weighted by ``batch["ray_weights"]`` when the selector gives weights (soft
+        mining, importance-weighted EVOS), so the fitness fed back is exactly what the loss saw.
+        """
+        loss_dict = super().get_loss_dict(outputs, batch, metrics_dict)
+        pred_rgb, gt_rgb = self.renderer_rgb.blend_background_for_loss_computation(
+            pred_image=outputs["rgb"], pred_accumulation=outputs["accumulation"], gt_image=batch["image"].to(self.device)
+        )
+        per_ray = squared_error(pred_rgb, gt_rgb)
+        weights = batch.get("ray_weights")
+        loss_dict["rgb_loss"] = per_ray.mean() if weights is None else (per_ray * weights.to(per_ray)).mean()
+        return loss_dict, per_ray.detach().float()
+
+    def get_loss_dict(self, outputs, batch, metrics_dict=None) -> Dict[str, Tensor]:
+        return self.training_losses(outputs, batch, metrics_dict)[0]
 
     def ray_error(self, outputs: Dict[str, Tensor], gt_image: Tensor) -> Tensor:
         """Per-ray error of a measurement pass, blended exactly as the training loss blends."""

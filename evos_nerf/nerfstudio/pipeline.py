@@ -1,7 +1,7 @@
-"""Pipeline that closes the EVOS loop: per-ray errors go back to the fitness store every step.
+"""Pipeline that closes the EVOS loop: the selector picks rays, the model's per-ray errors go back.
 
-``VanillaPipeline.get_train_loss_dict`` does not return the batch, so the four lines are
-re-stated here with the feedback added. DDP wraps the model with ``device_ids=None`` on CPU,
+``VanillaPipeline.get_train_loss_dict`` does not return the batch, so its four lines are
+re-stated here around the selector's verbs. DDP wraps the model with ``device_ids=None`` on CPU,
 where upstream's ``device_ids=[local_rank]`` raises.
 """
 
@@ -77,17 +77,13 @@ class EvosPipeline(VanillaPipeline):
 
     @profiler.time_function
     def get_train_loss_dict(self, step: int):
-        dm = self.datamanager
-        dm.begin_step(step)
-        if dm.is_key_iteration(step):
-            dm.key_iteration(step, self.measure_errors)
-        ray_bundle, batch = dm.next_train(step)
+        selector = self.datamanager.selector
+        selector.maybe_evolve(step, self.measure_errors)
+        ray_bundle, batch = self.datamanager.next_train(step)
         model_outputs = self._model(ray_bundle)
         metrics_dict = self.model.get_metrics_dict(model_outputs, batch)
-        loss_dict = self.model.get_loss_dict(model_outputs, batch, metrics_dict)
-        errors = self.evos_model.last_ray_error
-        if errors is not None:
-            dm.update_fitness(batch["indices"], errors, step)
+        loss_dict, ray_errors = self.evos_model.training_losses(model_outputs, batch, metrics_dict)
+        selector.observe(batch["evos_flat"], ray_errors, step)
         return model_outputs, loss_dict, metrics_dict
 
     @torch.no_grad()

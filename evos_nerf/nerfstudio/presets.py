@@ -7,11 +7,14 @@ shrinks the budgets. ``full=True`` keeps nerfacto's sizes (paper scale, for a GP
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Dict, Literal
 
-from evos_nerf.nerfstudio.config import evos_nerf_blender_config
+from evos_nerf.nerfstudio.config import evos_nerf_blender_config, evos_nerf_config
 from evos_nerf.nerfstudio.trainer import EvosTrainerConfig
+
+SceneFormat = Literal["blender", "nerfstudio"]
 
 
 @dataclass
@@ -20,13 +23,35 @@ class Budget:
     rays: int = 1024
     full: bool = False
     """Keep nerfacto's full model sizes (for a GPU)."""
+    decay_to_budget: bool = False
+    """Let nerfacto's exponential learning-rate decay (1e-2 -> 1e-4) end at ``steps`` instead of at
+    step 200000, so a short run converges: the convergence benchmark uses this."""
+    model: Dict[str, Any] = field(default_factory=dict)
+    """Overrides of the (reduced) model config, e.g. ``{"num_nerf_samples_per_ray": 24}``."""
 
 
-def blender_run_config(
-    scene: Path, out: Path, budget: Budget, strategy: str = "evos", seed: int = 42, experiment: str = "demo"
+def run_config(
+    scene: Path,
+    out: Path,
+    budget: Budget,
+    strategy: str = "evos",
+    seed: int = 42,
+    experiment: str = "demo",
+    scene_format: SceneFormat = "blender",
+    downscale: int = 1,
 ) -> EvosTrainerConfig:
-    """An evos-nerf-blender config ready for ``train_loop``: tensorboard logging, no viewer."""
-    config = evos_nerf_blender_config()
+    """An evos-nerf(-blender) config ready for ``train_loop``: tensorboard logging, no viewer.
+
+    Real captures (``nerfstudio``) keep nerfacto's real-scene behaviour (scene contraction,
+    camera optimizer, appearance embeddings) and hold out every 8th frame (the LLFF convention);
+    ``downscale`` 2 reads their ``images_2/``.
+    """
+    if scene_format == "blender":
+        config = evos_nerf_blender_config()
+    else:
+        config = evos_nerf_config()
+        parser = config.pipeline.datamanager.dataparser
+        parser.downscale_factor = downscale
     config.pipeline.datamanager.data = scene
     config.pipeline.datamanager.dataparser.data = scene
     config.output_dir = out
@@ -45,6 +70,9 @@ def blender_run_config(
     dm.train_num_rays_per_batch = budget.rays
     dm.eval_num_rays_per_batch = budget.rays
     dm.pixel_sampler.strategy = strategy  # type: ignore[assignment]
+    if budget.decay_to_budget:
+        for group in ("fields", "proposal_networks"):
+            config.optimizers[group]["scheduler"].max_steps = budget.steps
     if not budget.full:
         model = config.pipeline.model
         model.num_nerf_samples_per_ray = 32
@@ -54,4 +82,14 @@ def blender_run_config(
         model.hidden_dim = 32
         model.hidden_dim_color = 32
         model.eval_num_rays_per_chunk = 4096
+    for key, value in budget.model.items():
+        if not hasattr(config.pipeline.model, key):
+            raise ValueError(f"unknown model setting {key!r} in the budget")
+        setattr(config.pipeline.model, key, tuple(value) if isinstance(value, list) else value)
     return config
+
+
+def blender_run_config(
+    scene: Path, out: Path, budget: Budget, strategy: str = "evos", seed: int = 42, experiment: str = "demo"
+) -> EvosTrainerConfig:
+    return run_config(scene, out, budget, strategy, seed, experiment, "blender")

@@ -1,78 +1,39 @@
-"""EVOS pixel sampler for nerfstudio: picks rays from the datamanager's fitness store.
+"""nerfstudio's side of the selector: a PixelSampler whose collate step asks the selector for rays.
 
 It overrides the collate step (not ``sample_method``) because only there does it see
-``image_batch["image_idx"]``, the absolute camera indices its fitness is keyed by.
+``image_batch["image_idx"]``, the absolute camera indices the fitness is keyed by. Everything about
+*which* rays lives in ``evos_nerf.core.selector.RaySelector``; this adapter gathers their pixels.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, Literal, Optional, Type
+from typing import Dict, Optional, Type
 
 import torch
 from nerfstudio.data.pixel_samplers import PixelSampler, PixelSamplerConfig
 from torch import Tensor
 
-from evos_nerf.core.selection import CrossoverMethod
-from evos_nerf.core.sharding import mutant_count
-from evos_nerf.core.store import FitnessStore, Ranking, UnvisitedPrior
+from evos_nerf.core.selector import RaySelector, SelectorConfig
+from evos_nerf.errors import UserInputError
 
-Strategy = Literal["evos", "uniform", "topk", "staleness", "edges"]
+FLAG = "--pipeline.datamanager.pixel-sampler."
 
 
 @dataclass
-class EvosPixelSamplerConfig(PixelSamplerConfig):
+class EvosPixelSamplerConfig(PixelSamplerConfig, SelectorConfig):
     """EVOS selection for rays. Every flag here is a CLI flag under --pipeline.datamanager.pixel-sampler."""
 
     _target: Type = field(default_factory=lambda: EvosPixelSampler)
-    strategy: Strategy = "evos"
-    """evos; uniform (baseline); topk (hard mining: top error, no crossover, no mutation); staleness
-    (coverage control: longest-untrained first); edges (edge-prior control: ground-truth Laplacian only)."""
-    selection_ratio: float = 0.2
-    """Share of all training pixels in the candidate pool built at each key iteration."""
-    mutation_ratio: float = 0.25
-    """Share of every batch drawn uniformly from valid pixels outside the pool (0 disables)."""
-    crossover: CrossoverMethod = "select"
-    """Frequency-guided crossover of error and edge-weighted error: select, add, none."""
-    stale_correction: bool = True
-    """Rescale cached errors by how much the mean training error fell since they were measured."""
-    unvisited_prior: UnvisitedPrior = "neighbourhood"
-    """Fitness of never-visited pixels when ranking (evos, topk): neighbourhood (mean error of their
-    measured block neighbours, shrunk toward their image's mean) or mean (the global mean error)."""
-    prior_block: int = 16
-    """Block size in pixels for the neighbourhood prior."""
-    refresh_budget: int = 4096
-    """Rays re-measured (no-grad) at each key iteration: the stalest members of the pool."""
-    init_interval: int = 100
-    """Key-iteration interval at step 0 (lin_dec schedule, in steps)."""
-    end_interval: int = 50
-    """Key-iteration interval at the last step."""
-    key_schedule: Literal["lin_dec", "fixed"] = "lin_dec"
-    fitness_dtype: Literal["float16", "float32"] = "float16"
-    """Storage of the per-pixel fitness (2 bytes per pixel by default)."""
-    seed: Optional[int] = None
-    """Selection RNG seed; None uses the trainer's --machine.seed (+ rank)."""
 
-    def validate(self) -> "EvosPixelSamplerConfig":
-        from evos_nerf.core.schedules import check_ratio
-
-        check_ratio("pixel-sampler.selection-ratio", self.selection_ratio)
-        check_ratio("pixel-sampler.mutation-ratio", self.mutation_ratio, allow_zero=True)
-        if self.init_interval < 1 or self.end_interval < 1:
-            raise ValueError("pixel-sampler key-iteration intervals must be >= 1")
-        if self.prior_block < 1:
-            raise ValueError(f"pixel-sampler.prior-block must be >= 1, got {self.prior_block}")
-        if self.refresh_budget < 0:
-            raise ValueError(f"pixel-sampler.refresh-budget must be >= 0, got {self.refresh_budget}")
+    def validate(self, prefix: str = FLAG) -> "EvosPixelSamplerConfig":
+        SelectorConfig.validate(self, prefix)
+        # Upstream flags this sampler cannot honour are refused rather than silently ignored.
+        if self.is_equirectangular:
+            raise UserInputError(f"{prefix}is-equirectangular is not supported by EVOS (it samples pixels, not directions)")
+        if self.fisheye_crop_radius is not None:
+            raise UserInputError(f"{prefix}fisheye-crop-radius is not supported by EVOS; mask the pixels instead")
         return self
-
-    @property
-    def effective_mutation_ratio(self) -> float:
-        return 0.0 if self.strategy == "topk" else self.mutation_ratio
-
-    @property
-    def ranking(self) -> Optional[Ranking]:
-        return None if self.strategy == "uniform" else self.strategy  # type: ignore[return-value]
 
 
 def batch_positions(image_idx: Tensor, num_images: int) -> Tensor:
@@ -83,45 +44,39 @@ def batch_positions(image_idx: Tensor, num_images: int) -> Tensor:
 
 
 class EvosPixelSampler(PixelSampler):
-    """Selects rays with the fitness store; the store lives on the datamanager (an nn.Module)."""
+    """Gathers the pixels the selector chooses from a cached image batch."""
 
     config: EvosPixelSamplerConfig
 
     def __init__(self, config: EvosPixelSamplerConfig, **kwargs) -> None:
         super().__init__(config, **kwargs)
         config.validate()
-        self.store: Optional[FitnessStore] = None
-        self.generator: Optional[torch.Generator] = None
-        self.controls = None
-        """Live selection/mutation ratios and pause switch (the datamanager's EvosControls)."""
-        self.mutation_scale = 1.0
-        """Factor on the mutant count that keeps mutation uniform across shards (1 on one rank)."""
-        self.last_num_mutants = 0
+        self.selector: Optional[RaySelector] = None
         self._flat_cache: Dict[str, Tensor] = {}
 
-    def attach(self, store: FitnessStore, generator: torch.Generator, controls=None) -> None:
-        self.store, self.generator, self.controls = store, generator, controls
+    def attach(self, selector: RaySelector) -> None:
+        self.selector = selector
 
-    def select(self, batch_size: int) -> Tensor:
-        """Flat pixel indices for one batch."""
-        assert self.store is not None and self.generator is not None, "sampler used before attach()"
-        paused = self.controls is not None and self.controls.paused
-        if self.config.strategy == "uniform" or paused:
-            self.last_num_mutants = batch_size
-            return self.store.sample_uniform(batch_size, self.generator)
-        share = self.config.mutation_ratio if self.controls is None else self.controls.mutation_ratio
-        if self.config.strategy == "topk":
-            share = 0.0
-        num_mutants = mutant_count(batch_size, share, self.mutation_scale, self.generator)
-        flat, self.last_num_mutants = self.store.sample(batch_size, share, self.generator, num_mutants)
-        return flat
+    def _select(self, num_rays: int):
+        assert self.selector is not None, "sampler used before attach()"
+        selection = self.selector.select(num_rays)
+        return selection, self.selector.store.unflatten(selection.flat).cpu()
 
     def _positions(self, image_idx: Tensor) -> Tensor:
-        assert self.store is not None
-        return batch_positions(image_idx, self.store.num_cameras)
+        return batch_positions(image_idx, self.selector.store.num_cameras)
+
+    @staticmethod
+    def _finish(collated: Dict, selection, indices: Tensor, batch: Dict, keep_full_image: bool) -> Dict:
+        collated["indices"] = indices
+        collated["evos_flat"] = selection.flat
+        if selection.weights is not None:
+            collated["ray_weights"] = selection.weights.to(batch["image"][0].device if isinstance(batch["image"], list) else batch["image"].device)
+        if keep_full_image:
+            collated["full_image"] = batch["image"]
+        return collated
 
     def collate_image_dataset_batch(self, batch: Dict, num_rays_per_batch: int, keep_full_image: bool = False):
-        indices = self.store.unflatten(self.select(num_rays_per_batch)).cpu()
+        selection, indices = self._select(num_rays_per_batch)
         c, y, x = indices.unbind(-1)
         pos = self._positions(batch["image_idx"])[c]
         if bool((pos < 0).any()):
@@ -130,17 +85,14 @@ class EvosPixelSampler(PixelSampler):
                 "set --pipeline.datamanager.train-num-images-to-sample-from -1"
             )
         collated = {k: v[pos, y, x] for k, v in batch.items() if k != "image_idx" and v is not None}
-        collated["indices"] = indices
-        if keep_full_image:
-            collated["full_image"] = batch["image"]
-        return collated
+        return self._finish(collated, selection, indices, batch, keep_full_image)
 
     def collate_image_dataset_batch_list(self, batch: Dict, num_rays_per_batch: int, keep_full_image: bool = False):
-        """Variable resolutions: gather from per-key flat concatenations in camera order."""
-        flat = self.select(num_rays_per_batch).cpu()
-        indices = self.store.unflatten(flat).cpu()
-        # Concatenate in the store's camera order, so a store flat index addresses the concatenation.
-        order = self._positions(batch["image_idx"])[self.store.cameras.cpu()]
+        """Variable resolutions: gather from per-key flat concatenations in the store's camera order,
+        so a store flat index addresses the concatenation directly."""
+        selection, indices = self._select(num_rays_per_batch)
+        flat = selection.flat.cpu()
+        order = self._positions(batch["image_idx"])[self.selector.store.cameras.cpu()]
         collated = {}
         for key, value in batch.items():
             if key == "image_idx" or value is None:
@@ -152,7 +104,4 @@ class EvosPixelSampler(PixelSampler):
             else:
                 pos = self._positions(batch["image_idx"])[indices[:, 0]]
                 collated[key] = value[pos, indices[:, 1], indices[:, 2]]
-        collated["indices"] = indices
-        if keep_full_image:
-            collated["full_image"] = batch["image"]
-        return collated
+        return self._finish(collated, selection, indices, batch, keep_full_image)

@@ -6,7 +6,7 @@ folder after the attribute path. So the panel is an ``nn.Module`` the pipeline h
 ``pipeline.EVOS``. It has no parameters or buffers, so checkpoints are unchanged, and it keeps
 the datamanager as a plain reference rather than a submodule for the same reason.
 
-Controls write ``datamanager.controls``, which the pipeline applies at the next step (a new
+Controls write the selector's controls (``datamanager.controls``), which the selector applies at the next step (a new
 selection ratio re-ranks the pool; distributed runs broadcast rank 0's values, and the viewer
 only exists on rank 0). nerfstudio runs element callbacks under the trainer's train lock, so a
 change never lands halfway through a step.
@@ -96,14 +96,14 @@ class EvosPanel(nn.Module):
         self.config = config
         controls = datamanager.controls
         self.selection_ratio = ViewerSlider(
-            "Selection ratio", controls.selection_ratio, min(0.01, controls.selection_ratio), 1.0, 0.01,
+            "Selection ratio", controls.ratio, min(0.01, controls.ratio), 1.0, 0.01,
             cb_hook=self._on_selection_ratio,
-            hint="Share of training pixels in the candidate pool; a change re-ranks at the next step",
+            hint="r0: share of training pixels EVOS trains on (fittest + mutants); a change re-ranks at the next step",
         )
         self.mutation_ratio = ViewerSlider(
-            "Mutation ratio", controls.mutation_ratio, 0.0, 1.0, 0.01,
+            "Mutation ratio", controls.mutation, 0.0, 1.0, 0.01,
             cb_hook=self._on_mutation_ratio,
-            hint="Share of every batch drawn uniformly from pixels outside the pool",
+            hint="alpha: share of every batch drawn uniformly from pixels outside the pool",
         )
         self.pause_evolution = ViewerCheckbox(
             "Pause evolution", controls.paused,
@@ -126,12 +126,12 @@ class EvosPanel(nn.Module):
 
     # -- controls (run in viser's thread, under the train lock) ---------------------------------
     def _on_selection_ratio(self, element: ViewerSlider) -> None:
-        if self._valid_ratio(element, "selection_ratio", allow_zero=False):
-            self._set_control("selection_ratio", float(element.value), "the pool is re-ranked at the next step")
+        if self._valid_ratio(element, "ratio", allow_zero=False):
+            self._set_control("ratio", float(element.value), "the pool is re-ranked at the next step")
 
     def _on_mutation_ratio(self, element: ViewerSlider) -> None:
-        if self._valid_ratio(element, "mutation_ratio", allow_zero=True):
-            self._set_control("mutation_ratio", float(element.value), "from the next step")
+        if self._valid_ratio(element, "mutation", allow_zero=True):
+            self._set_control("mutation", float(element.value), "from the next step")
 
     def _valid_ratio(self, element: ViewerSlider, name: str, allow_zero: bool) -> bool:
         """A value typed into the slider's number box can leave the slider's range; such a value
@@ -172,9 +172,9 @@ class EvosPanel(nn.Module):
         if not self._controls_shown:
             self._show_controls()
         now = time.monotonic()
-        key_step = dm.last_key_step
+        key_step = dm.selector.last_key_step
         if key_step != self._readout_key_step or now - self._readout_time >= self.config.readout_seconds:
-            self.statistics.show(dm.statistics)
+            self.statistics.show(dm.selector.statistics)
             self._readout_time, self._readout_key_step = now, key_step
         if (
             self.camera_images.value != "RGB"
@@ -188,8 +188,8 @@ class EvosPanel(nn.Module):
         config when a checkpoint restored them (it loads after the viewer is built). Only once, so
         a user's change waiting for the train lock is never overwritten."""
         controls = self._datamanager.controls
-        for element, value in ((self.selection_ratio, controls.selection_ratio),
-                               (self.mutation_ratio, controls.mutation_ratio),
+        for element, value in ((self.selection_ratio, controls.ratio),
+                               (self.mutation_ratio, controls.mutation),
                                (self.pause_evolution, controls.paused)):
             if element.value != value:
                 element.value = value
@@ -199,7 +199,7 @@ class EvosPanel(nn.Module):
         """Redraw every training-camera frustum with its RGB image, fitness map or selection counts."""
         viewer = self.viewer
         handles = getattr(viewer, "camera_handles", None)
-        if not handles or not hasattr(self._datamanager, "fitness_store"):
+        if not handles or not hasattr(self._datamanager, "selector"):
             return  # before Viewer.init_scene, or a datamanager without a store (inference)
         kind = self.camera_images.value
         cameras = sorted(handles)
@@ -212,7 +212,7 @@ class EvosPanel(nn.Module):
             for camera, image in images.items():
                 replace_frustum_image(viewer, camera, thumbnail(image))
         self._thumbnail_time = time.monotonic()
-        self._thumbnail_key_step = self._datamanager.last_key_step
+        self._thumbnail_key_step = self._datamanager.selector.last_key_step
 
 
 def thumbnail(image01: Tensor, size: int = THUMBNAIL_SIZE) -> np.ndarray:
