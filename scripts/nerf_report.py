@@ -184,13 +184,11 @@ def summary_records(summary: Dict[str, Dict[str, Any]]) -> List[Dict[str, Any]]:
 
 def plot(runs, path: Path, title: str) -> None:
     """PSNR and SSIM against training time and against steps, one panel row per scene (seed means)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     scenes = sorted({r.scene for r in runs})
-    fig, axes = plt.subplots(len(scenes), 4, figsize=(20, 4 * len(scenes)), squeeze=False)
+    fig = Figure(figsize=(20, 4 * len(scenes)))
+    axes = fig.subplots(len(scenes), 4, squeeze=False)
     for row, scene in enumerate(scenes):
         for strategy in dict.fromkeys(r.strategy for r in runs if r.scene == scene):
             group = [r for r in runs if r.scene == scene and r.strategy == strategy]
@@ -209,4 +207,3 @@ def plot(runs, path: Path, title: str) -> None:
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=80)
-    plt.close(fig)

@@ -32,7 +32,7 @@ from evos_nerf import distributed
 from evos_nerf.core import schedules
 from evos_nerf.core.fitness_stats import summarise
 from evos_nerf.core.importance import ErrorMap, SoftMining
-from evos_nerf.core.pool import CandidatePool, Ranking, rank_pixels
+from evos_nerf.core.pool import CandidatePool, rank_pixels
 from evos_nerf.core.selection import CrossoverMethod
 from evos_nerf.core.sharding import mutant_count, mutation_scale
 from evos_nerf.core.store import FitnessStore, UnvisitedPrior
