@@ -77,6 +77,7 @@ VARIANTS = {
     "no-mutation": {"mutation": 0.0},
     "weighted": {"importance_weights": 1.0},
     "half-weighted": {"importance_weights": 0.5},
+    "weighted-ramp": {"importance_weights": 1.0, "importance_warmup": 0.5},
     "step": {"ratio_schedule": "step"},
     "cosine": {"ratio_schedule": "cosine"},
 }
