@@ -56,9 +56,11 @@ def as_nerfstudio_data(scene: Path, dest: Path) -> Path:
     frames = []
     for split in ("train", "val"):
         for frame in json.loads((scene / f"transforms_{split}.json").read_text())["frames"]:
-            frames.append({"file_path": frame["file_path"].replace("./", "") + ".png", "transform_matrix": frame["transform_matrix"]})
+            frames.append({"file_path": frame["file_path"].replace("./", "") + ".png",
+                           "transform_matrix": frame["transform_matrix"]})
     focal = 0.5 * 32 / math.tan(0.5 * angle)
-    (dest / "transforms.json").write_text(json.dumps({"fl_x": focal, "fl_y": focal, "cx": 16, "cy": 16, "w": 32, "h": 32, "frames": frames}))
+    intrinsics = {"fl_x": focal, "fl_y": focal, "cx": 16, "cy": 16, "w": 32, "h": 32}
+    (dest / "transforms.json").write_text(json.dumps({**intrinsics, "frames": frames}))
     return dest
 
 
@@ -300,7 +302,8 @@ def test_non_finite_weights_are_never_saved(tmp_path):
     trainer.save_checkpoint(4)
     with torch.no_grad():
         trainer.pipeline.model.weight[0, 0] = float("nan")
-    with pytest.raises(NonFiniteLossError, match="model weights are not finite at step 9 \\(weight\\): step-000000009.ckpt was not written"):
+    expected = "model weights are not finite at step 9 \\(weight\\): step-000000009.ckpt was not written"
+    with pytest.raises(NonFiniteLossError, match=expected):
         trainer.save_checkpoint(9)
     assert files(trainer.checkpoint_dir) == ["step-000000004.ckpt"]
 
@@ -403,7 +406,8 @@ def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(scene, tmp
     assert f"nothing was saved after the last good checkpoint, {folder / 'step-000000004.ckpt'}" in message
     assert files(folder) == ["step-000000004.ckpt"]
     state = torch.load(folder / "step-000000004.ckpt", map_location="cpu", weights_only=False)["pipeline"]
-    assert all(torch.isfinite(v).all() for k, v in state.items() if k.startswith("_model.") and torch.is_tensor(v) and v.is_floating_point())
+    weights = [v for k, v in state.items() if k.startswith("_model.") and torch.is_tensor(v) and v.is_floating_point()]
+    assert weights and all(torch.isfinite(w).all() for w in weights)
 
 
 @pytest.mark.slow

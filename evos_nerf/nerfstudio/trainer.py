@@ -211,6 +211,7 @@ class EvosTrainer(Trainer):
                     outputs.save_dataparser_transform(self.base_dir / "dataparser_transforms.json")
                 self.step = self._start_step - 1
                 self.save_checkpoint(self.step)
+                CONSOLE.print(f"--max-num-iterations 0: re-saved step {self.step} to {self.checkpoint_dir}")
                 return
             super().train()
         except NonFiniteLossError as err:
