@@ -21,6 +21,7 @@ import pytest
 from browser import BrowserUnavailable, Chromium, labelled
 from nerf_helpers import train_args
 
+from evos_nerf.nerfstudio.sampler import EvosPixelSamplerConfig
 from evos_nerf.scene import make_scene
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
@@ -93,8 +94,9 @@ def test_evos_panel_in_headless_chromium(tmp_path):
             assert text, "the viewer page never showed the EVOS panel"
             missing = [label for label in PANEL if label not in text]
             assert not missing, f"EVOS panel incomplete, missing {missing}"
-            assert browser.evaluate(labelled("Selection ratio") + ".value") == "0.2"
-            assert browser.evaluate(labelled("Mutation ratio") + ".value") == "0.25"
+            defaults = EvosPixelSamplerConfig()  # the sliders start at the run's flags
+            assert float(browser.evaluate(labelled("Selection ratio") + ".value")) == defaults.ratio
+            assert float(browser.evaluate(labelled("Mutation ratio") + ".value")) == defaults.mutation
             assert browser.evaluate(labelled("Pause evolution") + ".checked") is False
             assert browser.evaluate(labelled("Camera images") + ".value") == "fitness"
 
