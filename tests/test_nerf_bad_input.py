@@ -411,7 +411,7 @@ def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(scene, tmp
 
 
 @pytest.mark.slow
-def test_resume_with_new_ratios_uses_them_and_says_so(scene, tmp_path, capfd, fresh_writers):
+def test_resume_with_new_ratios_uses_them_and_says_so_and_a_foreign_checkpoint_is_refused(scene, tmp_path, capfd, fresh_writers):
     first = config_for(scene, tmp_path / "out", 8)
     folder = train(first)
     capfd.readouterr()
@@ -433,6 +433,13 @@ def test_resume_with_new_ratios_uses_them_and_says_so(scene, tmp_path, capfd, fr
     train(again)
     assert files(folder) == ["step-000000013.ckpt"]
     assert torch.load(folder / "step-000000013.ckpt", map_location="cpu", weights_only=False)["step"] == 13
+
+    # --load-dir of a run on another scene: one line naming the checkpoint, not a state-dict dump.
+    other = make_scene(tmp_path / "other", resolution=32, num_train=6, num_val=2, num_test=2)
+    with pytest.raises(UserInputError) as info:
+        train(config_for(other, tmp_path / "other_out", 4, load_dir=folder))
+    assert f"checkpoint {folder / 'step-000000013.ckpt'} does not fit this run" in str(info.value)
+    assert "size mismatch" in str(info.value)  # 8 training images' appearance embeddings, 6 here
 
 
 # -- end to end: the console scripts ------------------------------------------------------------

@@ -196,7 +196,7 @@ class EvosTrainer(Trainer):
         except UserInputError:
             raise
         except (ValueError, RuntimeError, KeyError) as err:
-            detail = " ".join(" ".join(str(err).strip().splitlines()[:2]).split())[:300]
+            detail = " ".join(" ".join(str(err).strip().splitlines()[:2]).split())[:300].rstrip(".")
             raise UserInputError(
                 f"checkpoint {path} does not fit this run: {detail}. Resume with the data and model flags it "
                 "was trained with (its run's config.yml)"
