@@ -30,7 +30,6 @@ from typing import Dict, List, Literal, Optional, Type
 
 import torch
 from nerfstudio.engine.trainer import Trainer, TrainerConfig
-from nerfstudio.utils import comms
 from nerfstudio.utils.decorators import check_main_thread
 from nerfstudio.utils.rich_utils import CONSOLE
 
