@@ -27,7 +27,8 @@ class Budget:
     """Let nerfacto's exponential learning-rate decay (1e-2 -> 1e-4) end at ``steps`` instead of at
     step 200000, so a short run converges: the convergence benchmark uses this."""
     model: Dict[str, Any] = field(default_factory=dict)
-    """Overrides of the (reduced) model config, e.g. ``{"num_nerf_samples_per_ray": 24}``."""
+    """Overrides of the (reduced) model config, e.g. ``{"num_nerf_samples_per_ray": 24}`` or
+    ``{"camera_optimizer.mode": "off"}``."""
 
 
 def run_config(
@@ -82,10 +83,14 @@ def run_config(
         model.hidden_dim = 32
         model.hidden_dim_color = 32
         model.eval_num_rays_per_chunk = 4096
-    for key, value in budget.model.items():
-        if not hasattr(config.pipeline.model, key):
+    for key, value in budget.model.items():  # dotted keys reach nested configs: camera_optimizer.mode
+        *path, name = key.split(".")
+        target = config.pipeline.model
+        for part in path:
+            target = getattr(target, part)
+        if not hasattr(target, name):
             raise ValueError(f"unknown model setting {key!r} in the budget")
-        setattr(config.pipeline.model, key, tuple(value) if isinstance(value, list) else value)
+        setattr(target, name, tuple(value) if isinstance(value, list) else value)
     return config
 
 
