@@ -151,7 +151,7 @@ def test_sharded_state_round_trip_is_exact_and_selects_identically():
     b = make()
     b.load_sharded_state(state, same_world_size=True)
     assert torch.equal(a.store.fitness, b.store.fitness) and torch.equal(a.store.epoch, b.store.epoch)
-    assert torch.equal(a.pool.indices, b.pool.indices)  # the pool is kept in flat order: restored exactly
+    assert torch.equal(a.pool.bits, b.pool.bits)  # membership bits: restored exactly
     levels = [torch.tensor(x.store.error_levels).nan_to_num(-1.0) for x in (a, b)]
     assert torch.equal(*levels) and a.store.current_epoch == b.store.current_epoch
     for step in (15, 16, 20, 21):  # past the next key iteration (step 20)
@@ -199,7 +199,7 @@ def test_per_camera_state_loads_on_any_world_size_bit_for_bit():
     whole = make()
     run(whole, Scene(torch.rand(P, generator=torch.Generator().manual_seed(8))), 15)
     saved = _copy(whole.sharded_state())
-    members = set(whole.pool.indices.tolist())
+    members = set(whole.pool.members().tolist())
     for shards in ([[0, 2], [1, 3]], [[0], [1, 2], [3]]):
         merged = {}
         for rank, cameras in enumerate(shards):
@@ -209,13 +209,13 @@ def test_per_camera_state_loads_on_any_world_size_bit_for_bit():
                 start, end = part.store.image_range(local)
                 assert torch.equal(part.store.fitness[start:end], whole.store.fitness[camera * H * W:(camera + 1) * H * W])
                 assert torch.equal(part.store.epoch[start:end], whole.store.epoch[camera * H * W:(camera + 1) * H * W])
-                in_pool = set((part.pool.indices[(part.pool.indices >= start) & (part.pool.indices < end)] - start
+                in_pool = set((part.pool.members()[(part.pool.members() >= start) & (part.pool.members() < end)] - start
                                + camera * H * W).tolist())
                 assert in_pool == {m for m in members if camera * H * W <= m < (camera + 1) * H * W}
             merged.update(_copy(part.sharded_state()))
         back = make()
         back.load_sharded_state(merged, same_world_size=False)  # and back onto one rank
-        assert torch.equal(back.store.fitness, whole.store.fitness) and torch.equal(back.pool.indices, whole.pool.indices)
+        assert torch.equal(back.store.fitness, whole.store.fitness) and torch.equal(back.pool.bits, whole.pool.bits)
     assert not _shard([0, 1], 0, 2, images).wants_key("generator/rank0", same_world_size=False)
     assert not _shard([0, 1], 1, 2, images).wants_key("fitness/cam00002", same_world_size=True)
 

@@ -22,7 +22,6 @@ LOG10_RANGE = (-8.0, 1.0)
 BINS_PER_DECADE = 10
 EXACT_UP_TO = 1 << 22
 SAMPLE_SIZE = 1 << 20
-_CHUNK = 1 << 20
 
 
 @dataclass
@@ -54,9 +53,7 @@ def bin_edges() -> Tensor:
 def summarise(store: FitnessStore, reduce_sum: ReduceSum = _identity) -> FitnessSummary:
     """Histogram, mean and quantiles of the cached fitness; a collective when ``reduce_sum`` is."""
     edges = bin_edges()
-    total = 0.0
-    for start in range(0, store.num_pixels, _CHUNK):  # never-measured valid pixels hold 0, masked NaN
-        total += float(torch.nansum(store.fitness[start : start + _CHUNK], dtype=torch.float64))
+    total = store.measured_total
     if store.num_pixels <= EXACT_UP_TO:
         counts = _histogram(store.fitness[store.epoch > 0], edges)
     else:

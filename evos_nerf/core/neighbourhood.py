@@ -56,12 +56,11 @@ def fill_unmeasured(
 ) -> None:
     """In place: every unmeasured pixel of one image [H*W] takes its block's estimate (O(H*W), few passes).
 
-    Unmeasured entries of ``fitness`` must hold 0 or NaN, as the store's never-measured and masked
-    pixels do (it saves a masking pass).
+    ``measured`` is float 1 / 0. Unmeasured entries of ``fitness`` must hold 0, as the store's
+    never-measured pixels do: the fill is then an add, which is much faster than a masked select.
     """
-    values = torch.nan_to_num(fitness, nan=0.0)
-    estimate = block_estimate(values, measured.to(fitness.dtype), height, width, global_mean, block, pseudo_count)
-    torch.where(measured, fitness, expand_blocks(estimate, height, width, block), out=fitness)
+    estimate = block_estimate(fitness, measured, height, width, global_mean, block, pseudo_count)
+    fitness.addcmul_(expand_blocks(estimate, height, width, block), 1.0 - measured)
 
 
 def neighbourhood_estimate(

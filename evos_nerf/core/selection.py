@@ -170,20 +170,31 @@ def _unordered_crossover(
         return Offspring(top_k_mask(score, k, generator=generator).nonzero().squeeze(1), p, 0)
     if method != "select":
         raise ValueError(f"unknown crossover method {method!r}")
+    mask = unordered_crossover_mask(e, l, k, p, generator)
+    return Offspring(mask.chosen.nonzero().squeeze(1), p, mask.num_shared)
+
+
+@dataclass
+class CrossoverMask:
+    chosen: Tensor
+    """[N] bool: the offspring."""
+    num_shared: int
+
+
+def unordered_crossover_mask(e: Tensor, l: Tensor, k: int, p: float, generator: Optional[torch.Generator]) -> CrossoverMask:
+    """The ``select`` crossover's offspring as a mask: three N-sized masks in all, reused in place."""
     in_e = top_k_mask(e, k, generator=generator)
     in_l = top_k_mask(l, k, generator=generator)
     shared = in_e & in_l
     num_shared = int(torch.count_nonzero(shared))
-    only_e, only_l = in_e, in_l  # reused in place: the parents are not needed past this point
-    only_e ^= shared
-    only_l ^= shared
+    in_e ^= shared  # now only in the e parent
+    in_l ^= shared
     remainder = k - num_shared
-    num_from_e = min(int(remainder * p), int(torch.count_nonzero(only_e)))
-    num_from_l = min(remainder - num_from_e, int(torch.count_nonzero(only_l)))
-    chosen = shared
-    chosen |= top_k_mask(e, num_from_e, within=only_e, generator=generator)
-    chosen |= top_k_mask(l, num_from_l, within=only_l, generator=generator)
-    return Offspring(chosen.nonzero().squeeze(1), p, num_shared)
+    num_from_e = min(int(remainder * p), int(torch.count_nonzero(in_e)))
+    num_from_l = min(remainder - num_from_e, int(torch.count_nonzero(in_l)))
+    shared |= top_k_mask(e, num_from_e, within=in_e, generator=generator, out=in_e)
+    shared |= top_k_mask(l, num_from_l, within=in_l, generator=generator, out=in_l)
+    return CrossoverMask(shared, num_shared)
 
 
 def crossover_score(fitness: Tensor, hf_fitness: Optional[Tensor], method: CrossoverMethod = "select") -> Tensor:

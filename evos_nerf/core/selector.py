@@ -33,7 +33,7 @@ from evos_nerf import distributed
 from evos_nerf.core import schedules
 from evos_nerf.core.fitness_stats import summarise
 from evos_nerf.core.importance import ErrorMap, SoftMining
-from evos_nerf.core.pool import CandidatePool, Ranking, rank_pixels
+from evos_nerf.core.pool import CandidatePool, Ranking, rank_pixel_mask
 from evos_nerf.core.selection import CrossoverMethod
 from evos_nerf.core.sharding import mutant_count, mutation_scale
 from evos_nerf.core.store import FitnessStore, UnvisitedPrior
@@ -336,11 +336,11 @@ class RaySelector(nn.Module):
             self.refresh_seconds += time.perf_counter() - start
         start = time.perf_counter()
         pool_size, _ = self.counts(step, store.num_valid)
-        indices, self.balance = rank_pixels(
+        members, self.balance = rank_pixel_mask(
             store, pool_size, c.strategy, self.generator, c.crossover, c.stale_correction,
             c.unvisited_prior, c.prior_block, self.comm.all_reduce_sum,
         )
-        self._set_pool(CandidatePool(store, indices, is_sorted=True))
+        self._set_pool(CandidatePool(store, members))
         self.pool_ratio = self.controls.ratio
         self.selection_seconds += time.perf_counter() - start
 
@@ -516,15 +516,14 @@ class RaySelector(nn.Module):
         self._refresh_statistics()
 
     def memory_bytes(self) -> int:
-        """The store plus the pool (member indices and membership bits)."""
-        pool = 0 if self.pool is None else self.pool.indices.numel() * self.pool.indices.element_size() + self.pool.bits.numel()
-        return self.store.memory_bytes() + pool
+        """The store plus the pool (membership bits, and the members of a sparse pool)."""
+        return self.store.memory_bytes() + (0 if self.pool is None else self.pool.memory_bytes())
 
     def _apply(self, fn, recurse=True):
         # Keep the pool (not a buffer) on the buffers' device.
         out = super()._apply(fn, recurse)
         if getattr(self, "pool", None) is not None:
-            self.pool = CandidatePool(self.store, self.pool.indices, is_sorted=True)
+            self.pool = CandidatePool(self.store, self.pool.members())
         return out
 
 

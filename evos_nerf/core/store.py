@@ -110,6 +110,8 @@ class FitnessStore(nn.Module):
         """Local image index -> its training image [H, W, 3] (the source of the edge prior)."""
         self.num_valid = self.num_pixels
         self.num_measured = 0
+        self.measured_total = 0.0
+        """Sum of the stored errors of measured pixels, kept up to date by ``update`` (statistics)."""
 
     # -- indexing ----------------------------------------------------------------------------
     @property
@@ -169,9 +171,12 @@ class FitnessStore(nn.Module):
         return torch.isnan(self.fitness[flat.to(self.fitness.device).long()])
 
     def refresh_counts(self) -> None:
-        """Recount valid and measured pixels (after fitness or epochs were loaded wholesale)."""
+        """Recount valid and measured pixels and their total (after fitness or epochs were loaded wholesale)."""
         self.num_valid = self.num_pixels - int(torch.isnan(self.fitness).sum())
         self.num_measured = int(torch.count_nonzero(self.epoch))
+        self.measured_total = sum(
+            float(torch.nansum(self.fitness[s : s + 2**20], dtype=torch.float64)) for s in range(0, self.num_pixels, 2**20)
+        )  # never-measured valid pixels hold 0
 
     # -- initialisation from the training images ----------------------------------------------
     def initialise(
@@ -251,7 +256,11 @@ class FitnessStore(nn.Module):
         if fresh.numel():
             self.num_measured += int(torch.unique(fresh).numel())
         fmax = torch.finfo(self.fitness.dtype).max
+        # Duplicates in a batch: the last write wins, so take the total's change after writing.
+        pixels = torch.unique(flat)
+        before = float(self.fitness[pixels].sum(dtype=torch.float64))
         self.fitness[flat] = error.clamp(0.0, fmax).to(self.fitness.dtype)
+        self.measured_total += float(self.fitness[pixels].sum(dtype=torch.float64)) - before
         self.epoch[flat] = self.current_epoch
         if trained:
             self.epoch_sum += float(error.sum(dtype=torch.float64))
@@ -305,38 +314,46 @@ class FitnessStore(nn.Module):
         """
         e = torch.empty(self.num_pixels, dtype=torch.float32, device=self.fitness.device)
         ratios = self.stale_ratios() if stale_correction else None
+        masked = self.num_valid < self.num_pixels  # masked pixels are NaN: only then are they handled
         # Pass 1: corrected measured errors, and their total for the global prior.
-        total, count = 0.0, 0
+        total = 0.0
         for local in range(self.num_images):
             start, end = self.image_range(local)
             out = e[start:end]
             out.copy_(self.fitness[start:end])
+            if masked:
+                torch.nan_to_num(out, nan=0.0, out=out)
             if ratios is not None:
                 out.mul_(ratios.index_select(0, self.epoch[start:end].int()))
-            total += float(torch.nansum(out, dtype=torch.float64))  # never-measured valid pixels hold 0
-            count += int(torch.count_nonzero(self.epoch[start:end]))
-        totals = reduce_sum(torch.tensor([total, float(count)], dtype=torch.float64))
+            total += float(out.sum())  # never-measured pixels hold 0
+        totals = reduce_sum(torch.tensor([total, float(self.num_measured)], dtype=torch.float64))
         prior = float(totals[0] / totals[1]) if float(totals[1]) > 0 else 1.0
-        # Pass 2: never-visited estimates, masked pixels to -inf, the edge-weighted errors.
+        # Pass 2: never-visited estimates, the edge-weighted errors, masked pixels to -inf.
         h = torch.empty_like(e) if with_edges else None
         sum_e = sum_h = 0.0
         for local in range(self.num_images):
             start, end = self.image_range(local)
             out = e[start:end]
-            invalid = torch.isnan(self.fitness[start:end])
-            measured = self.epoch[start:end] > 0
+            measured = self.epoch[start:end].clamp(max=1).float()  # cheaper than a bool mask
+            if masked:
+                valid = (~torch.isnan(self.fitness[start:end])).float()
+                measured.mul_(valid)
             if unvisited_prior == "neighbourhood":
                 fill_unmeasured(out, measured, int(self.heights[local]), int(self.widths[local]), prior, prior_block)
             else:
-                torch.where(measured, out, torch.full_like(out, prior), out=out)
-            out.masked_fill_(invalid, 0.0)
-            sum_e += float(out.sum(dtype=torch.float64))
+                out.addcmul_(torch.full_like(out, prior), 1.0 - measured)
+            if masked:
+                out.mul_(valid)
+            sum_e += float(out.sum())
             if h is not None:
                 edge = h[start:end]
                 torch.mul(out, self.edges(local), out=edge)
-                sum_h += float(edge.sum(dtype=torch.float64))
-                edge.masked_fill_(invalid, -math.inf)
-            out.masked_fill_(invalid, -math.inf)
+                sum_h += float(edge.sum())
+            if masked:
+                invalid = valid == 0
+                out.masked_fill_(invalid, -math.inf)
+                if h is not None:
+                    h[start:end].masked_fill_(invalid, -math.inf)
         return e, h, (sum_e, sum_h)
 
     def corrected_fitness(

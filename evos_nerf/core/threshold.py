@@ -46,32 +46,35 @@ def _restricted(values: Tensor, within: Optional[Tensor]) -> Tensor:
 
 
 def top_k_mask(
-    values: Tensor, k: int, within: Optional[Tensor] = None, generator: Optional[torch.Generator] = None
+    values: Tensor, k: int, within: Optional[Tensor] = None, generator: Optional[torch.Generator] = None,
+    out: Optional[Tensor] = None,
 ) -> Tensor:
     """Boolean mask with exactly ``min(k, eligible)`` True entries at the largest values.
 
     ``within`` (bool, same length) restricts the choice to its True entries. Entries tied with the
     k-th largest value are chosen uniformly at random with ``generator``, else by lowest index.
+    ``out`` (bool, same length; may be ``within`` itself) receives the mask instead of a new tensor:
+    at capture scale every fresh 100 MB mask costs page faults.
     """
     v = values.reshape(-1)
     n = v.numel()
-    mask = torch.zeros(n, dtype=torch.bool, device=v.device)
     if within is not None:
         within = within.reshape(-1)
         if within.numel() != n:
             raise ValueError(f"within has {within.numel()} entries, values {n}")
     k = max(0, min(int(k), n if within is None else int(torch.count_nonzero(within))))
-    if k == 0:
-        return mask
-    if n <= SMALL:
+    mask = out.reshape(-1) if out is not None else torch.empty(n, dtype=torch.bool, device=v.device)
+    if k == 0 or n <= SMALL:
         eligible = ~torch.isnan(_as_float(v))
         if within is not None:
             eligible &= within
         above, candidates = 0, eligible.nonzero().squeeze(1)
+        mask.zero_()
+        if k == 0:
+            return mask
     else:
         for spread in (4.0, 16.0, math.inf):
             lo, hi = _bracket(v, k, within, spread)
-            mask.zero_()
             above, candidates = _scan(v, within, lo, hi, mask)
             if 0 <= k - above <= candidates.numel():
                 break
@@ -102,18 +105,20 @@ def _bracket(v: Tensor, k: int, within: Optional[Tensor], spread: float):
 
 
 def _scan(v: Tensor, within: Optional[Tensor], lo: float, hi: float, mask: Tensor):
-    """One pass: mask[i] = v[i] > hi; returns (how many, indices with lo <= v[i] <= hi)."""
+    """One pass: mask[i] = v[i] > hi (within only); returns (how many, indices with lo <= v[i] <= hi)."""
     above = 0
     found: List[Tensor] = []
     for start in range(0, v.numel(), CHUNK):
         end = min(start + CHUNK, v.numel())
         chunk = _as_float(v[start:end])
+        keep = None if within is None else within[start:end].clone()  # ``mask`` may be ``within``
         out = mask[start:end]
         torch.gt(chunk, hi, out=out)
-        band = (chunk >= lo) & (chunk <= hi)
-        if within is not None:
-            out &= within[start:end]
-            band &= within[start:end]
+        band = torch.ge(chunk, lo)
+        band ^= out  # lo <= v <= hi, as out (v > hi) lies inside band (v >= lo)
+        if keep is not None:
+            out &= keep
+            band &= keep
         above += int(torch.count_nonzero(out))
         found.append(band.nonzero().squeeze(1) + start)
     return above, torch.cat(found)
