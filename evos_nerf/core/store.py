@@ -53,6 +53,8 @@ ImageSource = Union[Sequence[Tensor], Callable[[int], Tensor]]
 
 EPOCH_MAX = torch.iinfo(torch.int16).max
 VISITS_MAX = 255
+_CHUNK = 1 << 20
+"""Pixels per slice of whole-store passes: isnan on fp16 goes through fp32 on CPUs (4 bytes a pixel)."""
 
 
 def _identity(t: Tensor) -> Tensor:
@@ -164,7 +166,10 @@ class FitnessStore(nn.Module):
     @property
     def valid(self) -> Tensor:
         """[P] bool, False for masked-out pixels (never selected). O(P): computed on demand."""
-        return ~torch.isnan(self.fitness)
+        out = torch.empty(self.num_pixels, dtype=torch.bool, device=self.fitness.device)
+        for start in range(0, self.num_pixels, _CHUNK):
+            out[start : start + _CHUNK] = torch.isnan(self.fitness[start : start + _CHUNK])
+        return out.logical_not_()
 
     def invalid_at(self, flat: Tensor) -> Tensor:
         """Whether each given pixel is masked out: O(R)."""
@@ -172,11 +177,10 @@ class FitnessStore(nn.Module):
 
     def refresh_counts(self) -> None:
         """Recount valid and measured pixels and their total (after fitness or epochs were loaded wholesale)."""
-        self.num_valid = self.num_pixels - int(torch.isnan(self.fitness).sum())
+        chunks = [self.fitness[s : s + _CHUNK] for s in range(0, self.num_pixels, _CHUNK)]
+        self.num_valid = self.num_pixels - sum(int(torch.isnan(c).sum()) for c in chunks)
         self.num_measured = int(torch.count_nonzero(self.epoch))
-        self.measured_total = sum(
-            float(torch.nansum(self.fitness[s : s + 2**20], dtype=torch.float64)) for s in range(0, self.num_pixels, 2**20)
-        )  # never-measured valid pixels hold 0
+        self.measured_total = sum(float(torch.nansum(c, dtype=torch.float64)) for c in chunks)  # unmeasured hold 0
 
     # -- initialisation from the training images ----------------------------------------------
     def initialise(
