@@ -252,14 +252,18 @@ def finish_for_trainer(trainer: "Trainer", step: int) -> None:
         finish_save(trainer.checkpoint_dir, step, trainer.config.save_only_latest_checkpoint)
 
 
-def load_for_trainer(trainer: "Trainer") -> None:
-    """Every rank, after nerfstudio loaded ``--load-dir`` / ``--load-checkpoint``: the matching EVOS state."""
+def load_for_trainer(trainer: "Trainer", checkpoint: Optional[Path] = None) -> None:
+    """Every rank, after nerfstudio loaded ``checkpoint`` (default: from ``--load-dir`` /
+    ``--load-checkpoint``): the matching EVOS state beside it."""
     config = trainer.config
-    if config.load_dir is None and config.load_checkpoint is None:
+    if checkpoint is None and config.load_dir is None and config.load_checkpoint is None:
         return
     dm = trainer.pipeline.datamanager
     if getattr(dm, "selector", None) is None:
         return
-    checkpoint_dir = Path(config.load_dir) if config.load_dir is not None else Path(config.load_checkpoint).parent
+    if checkpoint is not None:
+        checkpoint_dir = Path(checkpoint).parent
+    else:
+        checkpoint_dir = Path(config.load_dir) if config.load_dir is not None else Path(config.load_checkpoint).parent
     step = trainer._start_step - 1
     load(dm.selector, checkpoint_dir, step, dm.camera_sizes, getattr(dm, "checkpoint_run_id", None))
