@@ -1,10 +1,12 @@
-# Two entry points, each sets up .venv first (scripts/setup.sh).
+# Two entry points, each sets up .venv first (scripts/setup.sh); `make test` also installs
+# headless Chromium when it is missing (the viewer's browser test needs it and never skips).
 .PHONY: setup demo demo-image test
 
 setup:
 	bash scripts/setup.sh
 
-# Main job on an embedded default: evos-nerf on the package's procedural scene, then test PSNR.
+# Main job on an embedded default: uniform vs EVOS ray selection on the package's procedural
+# scene, same budget; prints PSNR / SSIM / time side by side and plots PSNR against step.
 demo: setup
 	.venv/bin/evos-nerf-demo
 
@@ -13,5 +15,6 @@ demo-image: setup
 	.venv/bin/evos-image fit skimage:astronaut --resolution 192 --backbone.width 96 \
 		--iterations 500 --strategies evos full uniform --out outputs/demo
 
-test: setup
+test:
+	bash scripts/setup.sh --browser
 	.venv/bin/python -m pytest -q

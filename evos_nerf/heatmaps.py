@@ -12,12 +12,11 @@ from __future__ import annotations
 from typing import Iterable, Optional, Sequence, Tuple
 
 import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from torch import Tensor  # noqa: E402
+import numpy as np
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from torch import Tensor
 
 FITNESS_COLORMAP = "magma"
 """Dark = low (or never measured) error, bright = high error."""
@@ -85,9 +84,9 @@ def to_uint8(image01: Tensor) -> np.ndarray:
 
 def figure_to_array(fig) -> np.ndarray:
     """Render a matplotlib figure to [H, W, 3] float in [0, 1] (what nerfstudio's writer takes)."""
-    fig.canvas.draw()
-    rgba = np.asarray(fig.canvas.buffer_rgba())
-    plt.close(fig)
+    canvas = FigureCanvasAgg(fig)  # no pyplot, no global backend switch
+    canvas.draw()
+    rgba = np.asarray(canvas.buffer_rgba())
     return rgba[..., :3].astype(np.float32) / 255.0
 
 
@@ -96,7 +95,8 @@ def histogram_image(counts: Tensor, bin_edges: Tensor, title: str = "EVOS fitnes
     (what the datamanager keeps), as [H, W, 3] float in [0, 1]."""
     counts_np = counts.detach().double().cpu().numpy()
     edges = bin_edges.detach().double().cpu().numpy()
-    fig, ax = plt.subplots(figsize=(5, 3.2), dpi=100)
+    fig = Figure(figsize=(5, 3.2), dpi=100)
+    ax = fig.subplots()
     ax.bar(edges[:-1], counts_np, width=np.diff(edges), align="edge", color="#b5367a", edgecolor="none")
     ax.set_xscale("log")
     ax.set_xlabel("fitness (squared RGB error)")

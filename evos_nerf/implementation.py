@@ -35,7 +35,3 @@ def choose_implementation(device: torch.device | str, requested: str = "auto") -
     if requested != "auto":
         raise ValueError(f"implementation must be auto, tcnn or torch, got {requested!r}")
     return "tcnn" if on_cuda and tcnn_available() else "torch"
-
-
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")

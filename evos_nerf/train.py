@@ -9,15 +9,22 @@ under torchrun (or on CPU). Here torchrun owns the processes: this module reads 
 0's timestamped output folder), and trains as nerfstudio's ``train_loop`` does. Each rank then
 writes ``<output>/distributed/rank<R>.json`` (its shard, batch sizes and a parameter checksum).
 Without torchrun it is plain single-process ``ns-train``.
+
+Errors a user can act on (``evos_nerf.errors.one_line``: a bad scene, flag or checkpoint, a NaN
+loss, a failed save) end a rank with one ``error: rank R of W: ...`` line, also written to
+torchrun's error file so that torchrun's failure summary shows it instead of a bare exit code;
+torchrun then stops the other ranks.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sys
+import time
 from datetime import timedelta
-from typing import Optional
+from typing import NoReturn, Optional
 
 import torch
 import torch.distributed as dist
@@ -31,6 +38,7 @@ from nerfstudio.utils import comms
 from nerfstudio.utils.rich_utils import CONSOLE
 from rich.markup import escape
 
+from evos_nerf.errors import install_excepthook, one_line
 from evos_nerf.io import write_json
 
 DEFAULT_TIMEOUT_S = 1800.0
@@ -65,6 +73,23 @@ def is_collective_failure(err: BaseException) -> bool:
     text = str(err).lower()
     return any(s in text for s in ("timed out", "timeout", "connection closed", "connection reset", "pair closure",
                                    "gloo", "nccl"))
+
+
+def stop_rank(rank: int, world: int, line: str) -> NoReturn:
+    """End this rank with one line, on stderr and in torchrun's error file, without waiting for the others."""
+    text = f"error: rank {rank} of {world}: {line}"
+    print(text, file=sys.stderr, flush=True)
+    error_file = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if error_file:
+        try:
+            with open(error_file, "w") as handle:
+                # torchrun's format (ErrorHandler.record_exception); its summary prints py_callstack.
+                info = {"py_callstack": text, "timestamp": str(int(time.time()))}
+                json.dump({"message": {"message": text, "extraInfo": info}}, handle)
+        except OSError:
+            pass
+    sys.stdout.flush()
+    os._exit(1)  # destroy_process_group / interpreter exit could wait on ranks stuck in a collective
 
 
 def init_distributed(config: TrainerConfig, rank: int, local_rank: int, world: int, local_world: int) -> str:
@@ -146,6 +171,9 @@ def main(config: TrainerConfig) -> None:
         train_ranked(local_rank, world, config, rank)
         dist.barrier()
     except Exception as err:
+        line = one_line(err)
+        if line is not None:
+            stop_rank(rank, world, line)
         if not is_collective_failure(err):
             raise
         timeout = getattr(config, "collective_timeout_s", DEFAULT_TIMEOUT_S)
@@ -161,6 +189,7 @@ def main(config: TrainerConfig) -> None:
 
 
 def entrypoint() -> None:
+    install_excepthook()  # single-process runs: one line, as under ns-train
     tyro.extras.set_accent_color("bright_yellow")
     main(tyro.cli(AnnotatedBaseConfigUnion, description=convert_markup_to_ansi(__doc__ or "")))
 

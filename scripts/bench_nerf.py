@@ -12,12 +12,11 @@ Writes ``benchmarks/nerf_<preset>.md`` and ``.json`` and prints the same tables.
 from __future__ import annotations
 
 import json
-import statistics
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Literal, Optional
+from typing import Any, Dict, List, Optional
 
 import torch
 import tyro
@@ -29,6 +28,9 @@ from rich.table import Table
 from evos_nerf.io import write_json, write_text
 from evos_nerf.nerfstudio.presets import Budget, run_config
 from evos_nerf.scene import make_scene
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import nerf_report  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 console = Console()
@@ -75,6 +77,7 @@ VARIANTS = {
     "no-mutation": {"mutation": 0.0},
     "weighted": {"importance_weights": 1.0},
     "half-weighted": {"importance_weights": 0.5},
+    "weighted-ramp": {"importance_weights": 1.0, "importance_warmup": 0.5},
     "step": {"ratio_schedule": "step"},
     "cosine": {"ratio_schedule": "cosine"},
 }
@@ -148,69 +151,6 @@ def evaluate(run: Run) -> None:
     })
 
 
-def reach(history: List[Dict[str, float]], target: float, key: str) -> Optional[float]:
-    """``key`` (train_seconds or step) when test PSNR first reaches target, linear between evals."""
-    prev = None
-    for h in history:
-        if h["psnr"] >= target:
-            if prev is None:
-                return float(h[key])
-            frac = (target - prev["psnr"]) / max(h["psnr"] - prev["psnr"], 1e-9)
-            return prev[key] + frac * (h[key] - prev[key])
-        prev = h
-    return None
-
-
-def summarise(runs: List[Run]) -> Dict[str, Dict[str, Any]]:
-    out: Dict[str, Dict[str, Any]] = {}
-    for scene in sorted({r.scene for r in runs}):
-        for seed in sorted({r.seed for r in runs}):
-            group = {r.strategy: r for r in runs if r.scene == scene and r.seed == seed}
-            uniform = group.get("uniform")
-            target = uniform.history[-1]["psnr"] if uniform else None
-            for name, r in group.items():
-                final = r.history[-1]
-                row = out.setdefault(f"{scene}|{name}", {"scene": scene, "strategy": name, "psnr": [], "ssim": [],
-                                                         "seconds": [], "ratio": [], "step_ratio": [], "overhead": [], "refresh": []})
-                row["psnr"].append(final["psnr"])
-                row["ssim"].append(final["ssim"])
-                row["seconds"].append(final["train_seconds"])
-                row["overhead"].append(final["selection_seconds"] / final["train_seconds"])
-                row["refresh"].append(final["refresh_seconds"] / final["train_seconds"])
-                if target is not None and uniform is not None:
-                    for column, key in (("ratio", "train_seconds"), ("step_ratio", "step")):
-                        value = reach(r.history, target, key)
-                        row[column].append(None if value is None else value / uniform.history[-1][key])
-    return out
-
-
-def fmt_spread(values: List[float], digits: int = 2) -> str:
-    if len(values) == 1:
-        return f"{values[0]:.{digits}f}"
-    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
-
-
-def fmt_ratio(values: List[Optional[float]]) -> str:
-    if not values:
-        return "-"
-    if any(v is None for v in values):
-        reached = [v for v in values if v is not None]
-        return f"not reached ({len(reached)}/{len(values)} seeds)"
-    return fmt_spread(values) + "x"
-
-
-def report(summary: Dict[str, Dict[str, Any]], header: str) -> str:
-    lines = [header, "", "| scene | strategy | test PSNR | test SSIM | train s | time to uniform's final PSNR | steps to it | sampler overhead | re-measure renders |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for row in summary.values():
-        lines.append(
-            f"| {row['scene']} | {row['strategy']} | {fmt_spread(row['psnr'])} | {fmt_spread(row['ssim'], 3)} | "
-            f"{fmt_spread(row['seconds'], 0)} | {fmt_ratio(row['ratio'])} | {fmt_ratio(row['step_ratio'])} | "
-            f"{100 * statistics.mean(row['overhead']):.2f}% | {100 * statistics.mean(row['refresh']):.2f}% |"
-        )
-    return "\n".join(lines) + "\n"
-
-
 def merge(args: Args) -> None:
     """One report from several result files of the same budget (each run is kept as measured)."""
     runs: List[Run] = []
@@ -226,26 +166,8 @@ def merge(args: Args) -> None:
     if any(b != budgets[0] for b in budgets):
         raise SystemExit(f"--merge: the files have different budgets: {budgets}")
     seeds = sorted({r.seed for r in runs})
+    args.preset = args.preset if args.name else presets[0].get("name", args.preset)
     write_results(runs, presets[0], Budget(**budgets[0]), seeds, args, final=True, threads="/".join(sorted(threads)))
-
-
-def curves(runs: List[Run]) -> str:
-    """Test PSNR / SSIM and training seconds at every evaluation, one table per (scene, seed)."""
-    lines = ["", "## Curves: test PSNR / SSIM (training seconds) at each evaluation", ""]
-    for scene in sorted({r.scene for r in runs}):
-        for seed in sorted({r.seed for r in runs if r.scene == scene}):
-            group = [r for r in runs if r.scene == scene and r.seed == seed]
-            lines += [f"### {scene}, seed {seed}", "", "| step | " + " | ".join(r.strategy for r in group) + " |",
-                      "|---|" + "---|" * len(group)]
-            steps = sorted({h["step"] for r in group for h in r.history})
-            for step in steps:
-                cells = []
-                for r in group:
-                    h = next((h for h in r.history if h["step"] == step), None)
-                    cells.append("-" if h is None else f"{h['psnr']:.2f} / {h['ssim']:.3f} ({h['train_seconds']:.0f} s)")
-                lines.append(f"| {step} | " + " | ".join(cells) + " |")
-            lines.append("")
-    return "\n".join(lines)
 
 
 def main(args: Args) -> None:
@@ -288,27 +210,37 @@ def main(args: Args) -> None:
 
 def write_results(runs: List[Run], preset: Dict[str, Any], budget: Budget, seeds: List[int], args: Args,
                   final: bool, threads: Optional[str] = None) -> None:
+    """``<stem>.md`` (tables, checks, curves), ``<stem>.json`` (every history), ``<stem>.png`` (curves);
+    with ``summary_json`` in the preset, also that file (the per-(scene, strategy) summary list)."""
     threads = threads or str(torch.get_num_threads())
-    summary = summarise(runs)
+    summary = nerf_report.summarise(runs)
+    stem = args.name or f"nerf_{args.preset}"
     header = (f"# NeRF benchmark, preset `{args.preset}`\n\n{budget.steps} steps x {budget.rays} rays, reduced nerfacto "
-              f"(full={budget.full}), seeds {seeds}, torch {torch.__version__}, {threads} thread(s) per process. "
-              "Mean ± std over seeds. Times are training seconds (selection, forward, backward, step; eval excluded).")
-    text = report(summary, header) + curves(runs)
+              f"(full={budget.full}, model overrides {budget.model or 'none'}, learning-rate decay to the budget: "
+              f"{budget.decay_to_budget}), seeds {seeds}, torch {torch.__version__}, {threads} thread(s) per process. "
+              "Mean ± std over seeds; time and step ratios are medians over seeds. Times are training seconds "
+              "(selection, forward, backward, optimizer step; evaluation excluded). Equal time: each strategy's "
+              "curve interpolated at the shortest final training time of its (scene, seed) group.\n\n"
+              f"![curves]({stem}.png)")
+    text = "\n".join([header, "", *nerf_report.table(summary), *nerf_report.checks(summary), *nerf_report.curves(runs)])
     table = Table(title=f"NeRF benchmark ({args.preset})")
-    for col in ("scene", "strategy", "test PSNR", "train s", "to uniform's final", "overhead"):
+    for col in ("scene", "strategy", "test PSNR", "SSIM", "train s", "to uniform's final (time)", "(steps)"):
         table.add_column(col)
     for row in summary.values():
-        table.add_row(row["scene"], row["strategy"], fmt_spread(row["psnr"]), fmt_spread(row["seconds"], 0),
-                      fmt_ratio(row["ratio"]), f"{100 * statistics.mean(row['overhead']):.2f}%")
+        table.add_row(row["scene"], row["strategy"], nerf_report.fmt_spread(row["psnr"]), nerf_report.fmt_spread(row["ssim"], 3),
+                      nerf_report.fmt_spread(row["seconds"], 0), nerf_report.fmt_ratio(row["ratio"]), nerf_report.fmt_ratio(row["step_ratio"]))
     if final:
         console.print(table)
-    stem = args.name or f"nerf_{args.preset}"
+        console.print("\n".join(nerf_report.checks(summary)))
     args.out.mkdir(parents=True, exist_ok=True)
     write_text(args.out / f"{stem}.md", text if final else text + "\n(partial: the run is still going)\n")
     write_json(args.out / f"{stem}.json", {
         "preset": preset, "budget": vars(budget), "threads": threads, "summary": summary, "complete": final,
         "runs": [{"scene": r.scene, "strategy": r.strategy, "seed": r.seed, "history": r.history} for r in runs],
     })
+    nerf_report.plot(runs, args.out / f"{stem}.png", f"NeRF benchmark {args.preset}: test PSNR / SSIM (mean over seeds)")
+    if final and preset.get("summary_json"):
+        write_json(args.out / preset["summary_json"], nerf_report.summary_records(summary))
     console.print(f"wrote {args.out / f'{stem}.md'}")
 
 

@@ -1,9 +1,22 @@
 #!/usr/bin/env bash
 # Create .venv and install the project with its test extras. Re-running is cheap: it reinstalls
 # only when pyproject.toml changed since the last successful install.
+#
+#   scripts/setup.sh             what `make demo` needs
+#   scripts/setup.sh --browser   also headless Chromium, which the viewer's browser test drives
+#                                (`make test`); installed with apt-get when missing, through sudo
+#                                when not root. CHROMIUM=/path/to/chrome uses another browser.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
+browser=0
+for arg in "$@"; do
+  case "$arg" in
+    --browser) browser=1 ;;
+    *) echo "usage: scripts/setup.sh [--browser]" >&2; exit 2 ;;
+  esac
+done
+
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
@@ -14,4 +27,27 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   .venv/bin/python -m pip install -q -e '.[test]'
   .venv/bin/python -m pip check
   echo "$want" > "$stamp"
+fi
+
+# The same names tests/browser.py looks for.
+have_browser() {
+  if [ -n "${CHROMIUM:-}" ]; then
+    [ -x "$CHROMIUM" ] || command -v "$CHROMIUM" >/dev/null 2>&1
+    return
+  fi
+  command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 \
+    || command -v google-chrome >/dev/null 2>&1
+}
+
+if [ "$browser" = 1 ] && ! have_browser; then
+  if ! command -v apt-get >/dev/null 2>&1; then
+    echo "error: the viewer's browser test needs Chromium and there is no apt-get here to install it:" \
+         "install chromium, or set CHROMIUM=/path/to/chrome" >&2
+    exit 1
+  fi
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+  echo "installing Chromium (Debian package 'chromium') for the viewer's browser test"
+  $SUDO apt-get update -q
+  $SUDO apt-get install -y -q --no-install-recommends chromium
 fi

@@ -244,3 +244,10 @@ def test_out_of_range_settings_name_the_flag():
         SelectorConfig(importance_weights=float("nan")).validate()
     with pytest.raises(UserInputError, match="softmining-refresh"):
         SelectorConfig(softmining_refresh=0).validate()
+
+
+def test_importance_weight_exponent_ramps_over_its_warm_up_share_of_the_run():
+    selector = make(total=100, importance_weights=1.0, importance_warmup=0.5)
+    assert selector.weight_exponent(0) == pytest.approx(1 / 50)
+    assert selector.weight_exponent(24) == pytest.approx(0.5)
+    assert selector.weight_exponent(49) == selector.weight_exponent(99) == 1.0

@@ -33,7 +33,7 @@ from evos_nerf import distributed
 from evos_nerf.core import schedules
 from evos_nerf.core.fitness_stats import summarise
 from evos_nerf.core.importance import ErrorMap, SoftMining
-from evos_nerf.core.pool import CandidatePool, Ranking, rank_pixel_mask
+from evos_nerf.core.pool import CandidatePool, rank_pixel_mask
 from evos_nerf.core.selection import CrossoverMethod
 from evos_nerf.core.sharding import mutant_count, mutation_scale
 from evos_nerf.core.store import FitnessStore, UnvisitedPrior
@@ -83,6 +83,9 @@ class SelectorConfig:
     importance_weights: float = 0.0
     """Exponent a of the loss weight (M q)^-a of each ray drawn with probability q among M pixels:
     0 trains on the selected pixels as they are (EVOS), 1 is unbiased importance sampling."""
+    importance_warmup: float = 0.0
+    """Share of the run over which the weight exponent ramps from 0 to ``importance_weights``
+    (early steps biased toward hard pixels, later ones unbiased; 0 = no ramp)."""
     init_interval: int = 100
     """Key-iteration interval at the first step (lin_dec schedule, in steps)."""
     end_interval: int = 50
@@ -117,7 +120,7 @@ class SelectorConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise UserInputError(f"{prefix}{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        non_negative = ("refresh_budget", "softmining_warmup", "importance_weights", "softmining_alpha")
+        non_negative = ("refresh_budget", "softmining_warmup", "importance_weights", "importance_warmup", "softmining_alpha")
         for name in non_negative:
             value = getattr(self, name)
             if not (value >= 0 and math.isfinite(value)):
@@ -384,9 +387,15 @@ class RaySelector(nn.Module):
         total = selected + mutants
         return mutants / total if total > 0 else 1.0
 
+    def weight_exponent(self, step: int) -> float:
+        """The importance-weight exponent at this step (after its warm-up ramp)."""
+        c = self.config
+        ramp = c.importance_warmup * self.total_steps
+        return c.importance_weights * (min(1.0, self.iteration(step) / ramp) if ramp > 0 else 1.0)
+
     def _pool_weights(self, flat: Tensor, share: float) -> Optional[Tensor]:
         """(M q)^-a for pool members and mutants, q each ray's probability among M pixels (global)."""
-        a = self.config.importance_weights
+        a = self.weight_exponent(self.step)
         if a == 0 or self.pool is None:
             return None
         world = self.comm.get_world_size()

@@ -19,10 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
@@ -93,7 +90,8 @@ class SelectionMaps:
         rows = [("selection share", [f.selection for f in frames])]
         if all(f.fitness is not None for f in frames):
             rows.insert(0, ("fitness (log10)", [f.fitness for f in frames]))
-        fig, axes = plt.subplots(len(rows), len(frames), figsize=(1.9 * len(frames), 2.0 * len(rows) + 0.4), squeeze=False)
+        fig = Figure(figsize=(1.9 * len(frames), 2.0 * len(rows) + 0.4))
+        axes = fig.subplots(len(rows), len(frames), squeeze=False)
         for r, (name, images) in enumerate(rows):
             for c, (frame, image) in enumerate(zip(frames, images)):
                 ax = axes[r][c]
@@ -107,7 +105,6 @@ class SelectionMaps:
         fig.suptitle(title, fontsize=9)
         with atomic_path(path) as tmp:
             fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-        plt.close(fig)
         return path
 
     def _gif(self, path: Path) -> Path:

@@ -8,10 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 from torch import Tensor  # noqa: E402
@@ -29,7 +26,6 @@ def save_png(path: Path, image01: Tensor) -> None:
 def _save_figure(fig, path: Path) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
 
 
 def save_heatmaps(path: Path, result: FitResult) -> None:
@@ -38,7 +34,8 @@ def save_heatmaps(path: Path, result: FitResult) -> None:
     if result.fitness is not None:
         panels.append(("fitness (last key iteration, log10 L2)", np.log10(result.fitness.numpy() + 1e-8), "magma"))
     panels.append(("selection count (iterations trained)", result.selection_counts.numpy(), "viridis"))
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.2))
+    fig = Figure(figsize=(4.2 * len(panels), 4.2))
+    axes = fig.subplots(1, len(panels))
     for ax, (title, data, cmap) in zip(np.atleast_1d(axes), panels):
         shown = ax.imshow(data, cmap=cmap)
         ax.set_title(title, fontsize=9)
@@ -50,7 +47,8 @@ def save_heatmaps(path: Path, result: FitResult) -> None:
 
 
 def save_psnr_plot(path: Path, results: List[FitResult]) -> None:
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
     for r in results:
         ax.plot([e.train_time for e in r.history], [e.psnr for e in r.history], label=r.strategy, marker=".")
     ax.set_xlabel("training time (s)")

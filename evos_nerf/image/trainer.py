@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterator, List, Optional
+from typing import Callable, Iterator, List, Optional
 
 import torch
 import torch.nn.functional as F
@@ -211,7 +211,3 @@ class ImageFitter:
         fitness = self.strategy.fitness_map()
         self.result.fitness = fitness.reshape(h, w).float().cpu() if fitness is not None else None
         return self.result
-
-
-def history_dicts(result: FitResult) -> List[Dict[str, float]]:
-    return [vars(e).copy() for e in result.history]

@@ -6,6 +6,11 @@ process (a broken plugin breaks every ``ns-*`` command), so it never imports
 ``nerfstudio.configs.method_configs``, and every nested config uses ``default_factory``.
 Defaults follow nerfacto, except that without CUDA the run goes to the CPU with mixed precision
 off and the torch hash grid, with no flags needed.
+
+Loading it also installs ``evos_nerf.errors.install_excepthook``: ``ns-train``, ``ns-eval`` and
+the other ``ns-*`` console scripts are nerfstudio's, so this is where the plugin can make its
+errors (bad scene, flag or checkpoint, a NaN loss, a failed save) one ``error:`` line instead of
+a traceback. Other exceptions keep theirs.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from nerfstudio.engine.optimizers import AdamOptimizerConfig
 from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig
 from nerfstudio.plugins.types import MethodSpecification
 
+from evos_nerf.errors import install_excepthook
 from evos_nerf.nerfstudio.compat import allow_numpy_scalars_in_checkpoints
 from evos_nerf.nerfstudio.datamanager import EvosDataManagerConfig
 from evos_nerf.nerfstudio.model import EvosNerfactoModelConfig
@@ -26,6 +32,7 @@ from evos_nerf.nerfstudio.pipeline import EvosPipelineConfig
 from evos_nerf.nerfstudio.trainer import EvosTrainerConfig
 
 allow_numpy_scalars_in_checkpoints()
+install_excepthook()
 
 
 def _optimizers() -> dict:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typing
 from dataclasses import dataclass, field
-from typing import List, Literal, Optional, Type
+from typing import Dict, List, Literal, Optional, Type
 
 import torch
 import torch.distributed as dist
@@ -21,6 +21,7 @@ from torch import Tensor
 from torch.cuda.amp.grad_scaler import GradScaler
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from evos_nerf.errors import NonFiniteLossError
 from evos_nerf.nerfstudio.datamanager import EvosDataManager, EvosDataManagerConfig
 from evos_nerf.nerfstudio.evos_logging import inspection_callbacks
 from evos_nerf.nerfstudio.inspection import EvosInspectionConfig
@@ -35,6 +36,21 @@ class EvosPipelineConfig(VanillaPipelineConfig):
     model: EvosNerfactoModelConfig = field(default_factory=EvosNerfactoModelConfig)
     inspection: EvosInspectionConfig = field(default_factory=EvosInspectionConfig)
     """The viewer's EVOS panel and the EVOS images logged to tensorboard / wandb."""
+
+
+def check_finite_losses(loss_dict: Dict[str, Tensor], step: int) -> None:
+    """Stop before a NaN or infinite loss reaches the weights (and, through them, a checkpoint).
+
+    One small device-to-host copy per step; the selector's write-back already syncs every step.
+    """
+    values = torch.stack([v.detach().float().sum() for v in loss_dict.values()])
+    if bool(torch.isfinite(values).all()):
+        return
+    terms = ", ".join(f"{name} = {float(v):.4g}" for name, v in zip(loss_dict, values.tolist()))
+    raise NonFiniteLossError(
+        f"training loss is not finite at step {step} ({terms}): training stopped before the update; "
+        "try a lower learning rate (--optimizers.fields.optimizer.lr) or check the data"
+    )
 
 
 class EvosPipeline(VanillaPipeline):
@@ -83,6 +99,7 @@ class EvosPipeline(VanillaPipeline):
         model_outputs = self._model(ray_bundle)
         metrics_dict = self.model.get_metrics_dict(model_outputs, batch)
         loss_dict, ray_errors = self.evos_model.training_losses(model_outputs, batch, metrics_dict)
+        check_finite_losses(loss_dict, step)
         selector.observe(batch["evos_flat"], ray_errors, step)
         return model_outputs, loss_dict, metrics_dict
 
