@@ -88,7 +88,7 @@ def save(selector: RaySelector, checkpoint_dir: Path, step: int, camera_sizes: S
         final.parent.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(tmp, ignore_errors=True)  # a save of this step killed earlier
     distributed.barrier()
-    state = selector.sharded_state()
+    state = {key: _exact_storage(value) for key, value in selector.sharded_state().items()}
     state.update({
         "meta/format": torch.tensor([FORMAT]),
         "meta/step": torch.tensor([int(step)]),
@@ -104,6 +104,19 @@ def save(selector: RaySelector, checkpoint_dir: Path, step: int, camera_sizes: S
         _move_into_place(tmp, final)
     distributed.barrier()
     return final
+
+
+def _exact_storage(t: Tensor) -> Tensor:
+    """The same memory as a tensor that owns exactly its bytes (CPU; no copy).
+
+    DCP's writer clones every entry whose storage is larger than the entry, and keeps the clones
+    until the rank's file is written: for the store's per-camera slices that would be a second copy
+    of the whole shard. CUDA entries are copied to the host by DCP regardless (and kept the same
+    way), so a GPU store costs up to its shard in host memory while saving.
+    """
+    if t.device.type != "cpu" or t.untyped_storage().nbytes() == t.nbytes or t.dtype == torch.bfloat16:
+        return t
+    return torch.from_numpy(t.detach().numpy())
 
 
 def _move_into_place(tmp: Path, final: Path) -> None:
