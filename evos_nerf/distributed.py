@@ -7,8 +7,6 @@ call it on every rank in the same order.
 
 from __future__ import annotations
 
-from typing import Any, List, Optional
-
 import torch
 import torch.distributed as dist
 from torch import Tensor
@@ -51,35 +49,6 @@ def broadcast(t: Tensor, src: int = 0) -> Tensor:
     wire = t.detach().to(_comm_device(), _WIRE_DTYPE.get(t.dtype, t.dtype)).clone()
     dist.broadcast(wire, src=src)
     return wire.to(t.device, t.dtype)
-
-
-def gather_to_main(t: Tensor) -> Optional[List[Tensor]]:
-    """Every rank's 1-D tensor (lengths may differ) on rank 0, None elsewhere."""
-    if not is_distributed():
-        return [t]
-    device = _comm_device()
-    length = torch.tensor([t.numel()], device=device)
-    lengths = [torch.zeros_like(length) for _ in range(dist.get_world_size())]
-    dist.all_gather(lengths, length)
-    longest = int(max(int(n) for n in lengths))
-    dtype = _WIRE_DTYPE.get(t.dtype, t.dtype)
-    wire = torch.zeros(longest, dtype=dtype, device=device)
-    wire[: t.numel()] = t.detach().reshape(-1).to(device, dtype)
-    main = dist.get_rank() == 0
-    parts = [torch.empty_like(wire) for _ in lengths] if main else None
-    dist.gather(wire, gather_list=parts, dst=0)
-    if not main:
-        return None
-    return [p[: int(n)].to("cpu", t.dtype) for p, n in zip(parts, lengths)]
-
-
-def gather_objects_to_main(obj: Any) -> Optional[List[Any]]:
-    """Small picklable objects (RNG states, error curves) from every rank on rank 0."""
-    if not is_distributed():
-        return [obj]
-    out: Optional[List[Any]] = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
-    dist.gather_object(obj, out, dst=0)
-    return out
 
 
 def barrier() -> None:

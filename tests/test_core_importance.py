@@ -42,7 +42,9 @@ def test_soft_mining_exponent_warms_up_and_stops_at_alpha():
 
 def test_soft_mining_never_draws_masked_pixels():
     store = FitnessStore([(4, 4)], dtype=torch.float32)
-    store.valid[:8] = False
+    mask = torch.ones(4, 4, dtype=torch.bool)
+    mask[:2] = False
+    store.initialise([torch.rand(4, 4, 3)], masks=[mask])
     sm = SoftMining(store, alpha=1.0, uniform=0.5)
     sm.rebuild(torch.ones(16))
     flat, _ = sm.draw(5000, 10, torch.Generator().manual_seed(3))

@@ -50,8 +50,8 @@ def test_pool_follows_measured_neighbours_instead_of_random_unvisited_pixels():
     grid = torch.arange(32 * 32).view(32, 32)
     sampled = grid[::4, ::4].reshape(-1)
     error = torch.where(sampled % 32 < 16, 0.5, 0.01)  # left half hard
-    store.update(sampled, error, step=0)
+    store.update(sampled, error)
     for prior, lo, hi in (("neighbourhood", 0.99, 1.0), ("mean", 0.4, 0.75)):
-        pool, _ = rank_pixels(store, 256, "topk", 0, torch.Generator().manual_seed(0), unvisited_prior=prior, prior_block=8)
+        pool, _ = rank_pixels(store, 256, "topk", torch.Generator().manual_seed(0), unvisited_prior=prior, prior_block=8)
         left = float((pool % 32 < 16).float().mean())
         assert lo <= left <= hi, (prior, left)

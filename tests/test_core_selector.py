@@ -15,7 +15,7 @@ P = N * H * W
 
 
 def make(strategy="evos", batch=32, total=200, **kw) -> RaySelector:
-    store = FitnessStore([(H, W)] * N, dtype=torch.float32)
+    store = FitnessStore([(H, W)] * N, dtype=torch.float32, track_visits=True)
     gen = torch.Generator().manual_seed(0)
     selector = RaySelector(SelectorConfig(strategy=strategy, init_interval=10, end_interval=10, **kw), store, batch, gen, total)
     images = torch.rand(N, H, W, 3, generator=torch.Generator().manual_seed(1))
@@ -84,7 +84,7 @@ def test_evos_trains_high_error_pixels_more_than_uniform_does():
         selector = make(strategy)
         run(selector, Scene(base), 60)
         visits[strategy] = float(selector.store.visits[: P // 8].float().sum() / selector.store.visits.float().sum())
-    assert visits["uniform"] < 0.2 < visits["evos"]
+    assert visits["uniform"] < 0.15 and visits["evos"] > 1.4 * visits["uniform"]
 
 
 def test_key_iterations_remeasure_the_stalest_pool_members_within_budget():
@@ -138,16 +138,103 @@ def test_importance_weights_make_the_loss_an_unbiased_estimate_of_the_mean():
     assert torch.allclose(sel.weights.double(), expected.double(), rtol=1e-5)
 
 
-def test_state_round_trip_selects_identically():
+def _copy(state):
+    return {k: v.clone() for k, v in state.items()}
+
+
+def test_sharded_state_round_trip_is_exact_and_selects_identically():
     a = make()
     run(a, Scene(torch.rand(P, generator=torch.Generator().manual_seed(7))), 15)
-    state = a.state_dict()
+    state = _copy(a.sharded_state())
+    assert set(state) >= {"fitness/cam00000", "epoch/cam00003", "pool/cam00002", "visits/cam00001", "generator/rank0"}
+    assert state["pool/cam00000"].dtype == torch.uint8 and state["pool/cam00000"].numel() == H * W // 8
     b = make()
-    b.load_state_dict(state)
-    for step in (15, 16):
+    b.load_sharded_state(state, same_world_size=True)
+    assert torch.equal(a.store.fitness, b.store.fitness) and torch.equal(a.store.epoch, b.store.epoch)
+    assert torch.equal(a.pool.bits, b.pool.bits)  # membership bits: restored exactly
+    levels = [torch.tensor(x.store.error_levels).nan_to_num(-1.0) for x in (a, b)]
+    assert torch.equal(*levels) and a.store.current_epoch == b.store.current_epoch
+    for step in (15, 16, 20, 21):  # past the next key iteration (step 20)
         a.maybe_evolve(step)
         b.maybe_evolve(step)
-        assert torch.equal(a.select().flat, b.select().flat)
+        sa, sb = a.select(), b.select()
+        assert torch.equal(sa.flat, sb.flat)
+        errors = torch.rand(32)
+        a.observe(sa.flat, errors, step)
+        b.observe(sb.flat, errors, step)
+
+
+class FakeRank:
+    """The collectives of one rank of a world whose reductions are left out (resharding tests)."""
+
+    def __init__(self, rank: int, world: int):
+        self.rank, self.world = rank, world
+
+    def is_distributed(self):
+        return False
+
+    def get_rank(self):
+        return self.rank
+
+    def get_world_size(self):
+        return self.world
+
+    def all_reduce_sum(self, t):
+        return t
+
+    def broadcast(self, t, src=0):
+        return t
+
+
+def _shard(cameras, rank, world, images):
+    store = FitnessStore([(H, W)] * len(cameras), dtype=torch.float32, cameras=cameras, num_cameras=N)
+    selector = RaySelector(SelectorConfig(init_interval=10, end_interval=10), store, 16,
+                           torch.Generator().manual_seed(rank), 200, collectives=FakeRank(rank, world))
+    selector.initialise([images[c] for c in cameras])
+    return selector
+
+
+def test_per_camera_state_loads_on_any_world_size_bit_for_bit():
+    images = list(torch.rand(N, H, W, 3, generator=torch.Generator().manual_seed(1)))
+    whole = make()
+    run(whole, Scene(torch.rand(P, generator=torch.Generator().manual_seed(8))), 15)
+    saved = _copy(whole.sharded_state())
+    members = set(whole.pool.members().tolist())
+    for shards in ([[0, 2], [1, 3]], [[0], [1, 2], [3]]):
+        merged = {}
+        for rank, cameras in enumerate(shards):
+            part = _shard(cameras, rank, len(shards), images)
+            part.load_sharded_state({k: v for k, v in saved.items() if part.wants_key(k, False)}, same_world_size=False)
+            for local, camera in enumerate(cameras):
+                start, end = part.store.image_range(local)
+                assert torch.equal(part.store.fitness[start:end], whole.store.fitness[camera * H * W:(camera + 1) * H * W])
+                assert torch.equal(part.store.epoch[start:end], whole.store.epoch[camera * H * W:(camera + 1) * H * W])
+                in_pool = set((part.pool.members()[(part.pool.members() >= start) & (part.pool.members() < end)] - start
+                               + camera * H * W).tolist())
+                assert in_pool == {m for m in members if camera * H * W <= m < (camera + 1) * H * W}
+            merged.update(_copy(part.sharded_state()))
+        back = make()
+        back.load_sharded_state(merged, same_world_size=False)  # and back onto one rank
+        assert torch.equal(back.store.fitness, whole.store.fitness) and torch.equal(back.pool.bits, whole.pool.bits)
+    assert not _shard([0, 1], 0, 2, images).wants_key("generator/rank0", same_world_size=False)
+    assert not _shard([0, 1], 1, 2, images).wants_key("fitness/cam00002", same_world_size=True)
+
+
+def test_a_checkpoint_of_another_strategy_is_refused():
+    state = make().sharded_state()
+    with pytest.raises(UserInputError, match="strategy evos, this run uses topk"):
+        make("topk").load_sharded_state(state, same_world_size=True)
+
+
+def test_key_iterations_open_a_new_epoch_with_the_closed_one_s_error_level():
+    selector = make()
+    scene = Scene(torch.full((P,), 0.5))
+    run(selector, scene, 12)  # key iterations at steps 0 and 10
+    store = selector.store
+    assert store.current_epoch == 3
+    assert math.isnan(store.error_levels[1])  # nothing trained before step 0
+    assert 0.0 < store.error_levels[2] < 0.5  # steps 0-9: errors halve as pixels are trained
+    assert set(store.epoch.unique().tolist()) <= {0, 2, 3}
 
 
 def test_out_of_range_settings_name_the_flag():

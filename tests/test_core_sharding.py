@@ -59,7 +59,7 @@ def test_mutation_is_uniform_over_unequal_shards():
 def test_summary_quantiles_and_never_visited_share():
     store = FitnessStore([(10, 10)], dtype=torch.float32)
     values = torch.logspace(-4, -2, 50)
-    store.update(torch.arange(50), values, step=1)
+    store.update(torch.arange(50), values)
     s = summarise(store)
     assert abs(s.never_visited_share - 0.5) < 1e-9
     assert abs(s.fitness_mean - float(values.mean())) < 1e-9

@@ -21,6 +21,7 @@ from torch import nn
 from evos_nerf import distributed
 from evos_nerf.errors import CheckpointWriteError, NonFiniteLossError, UserInputError, install_excepthook, one_line
 from evos_nerf.nerfstudio import trainer as trainer_module
+from evos_nerf.nerfstudio.evos_checkpoint import read_state
 from evos_nerf.nerfstudio.data_checks import check_scene
 from evos_nerf.scene import make_scene
 
@@ -424,15 +425,17 @@ def test_resume_with_new_ratios_uses_them_and_says_so_and_a_foreign_checkpoint_i
            "(ratio 0.3, mutation 0.2, paused False); resuming with this run's" in printed
     (saved,) = folder.glob("step-*.ckpt")
     assert saved.name == "step-000000013.ckpt"
-    extra = torch.load(saved, map_location="cpu", weights_only=False)["pipeline"]["datamanager.selector._extra_state"]
-    assert extra["controls"].tolist()[:2] == pytest.approx([0.3, 0.2])
-    assert extra["pool_ratio"] == pytest.approx(0.3)  # the pool was re-ranked at the new ratio
+    evos = read_state(folder.parent / "evos_state" / "step-000000013")
+    assert evos["selector/controls"].tolist()[:2] == pytest.approx([0.3, 0.2])
+    assert evos["selector/schedule"].tolist()[0] == pytest.approx(0.3)  # the pool was re-ranked at the new ratio
 
     # --max-num-iterations 0 with --load-dir re-saves the loaded step instead of a "step 0" over it.
     again = config_for(scene, tmp_path / "out", 0, load_dir=folder)
     train(again)
     assert files(folder) == ["step-000000013.ckpt"]
     assert torch.load(folder / "step-000000013.ckpt", map_location="cpu", weights_only=False)["step"] == 13
+    assert files(folder.parent / "evos_state") == ["step-000000013"]
+    assert int(read_state(folder.parent / "evos_state" / "step-000000013")["meta/step"][0]) == 13
 
     # --load-dir of a run on another scene: one line naming the checkpoint, not a state-dict dump.
     other = make_scene(tmp_path / "other", resolution=32, num_train=6, num_val=2, num_test=2)

@@ -11,7 +11,18 @@ import torch
 from nerf_helpers import ns, train_args
 from PIL import Image
 
+from evos_nerf.nerfstudio.evos_checkpoint import read_state
 from evos_nerf.scene import make_scene
+
+
+def _per_pixel(state: dict, kind: str) -> torch.Tensor:
+    """All cameras' per-pixel entries of an EVOS state, in camera order."""
+    keys = sorted(k for k in state if k.startswith(kind + "/cam"))
+    return torch.cat([state[k] for k in keys])
+
+
+def _untext(t: torch.Tensor) -> str:
+    return bytes(t.tolist()).decode()
 
 
 @pytest.fixture(scope="module")
@@ -55,27 +66,37 @@ def test_train_checkpoint_resume_and_eval_end_to_end(scene, tmp_path):
     first = ns("ns-train", train_args(scene, out, 30), tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "EVOS fitness store: 8 images, 8,192 pixels" in first.stdout
+    assert "EVOS per pixel: 5 bytes (float16 fitness, int16 epoch, uint8 selection count)" in first.stdout
     run = out / "tiny" / "evos-nerf-blender" / "run"
     ckpt = torch.load(run / "nerfstudio_models" / "step-000000029.ckpt", map_location="cpu", weights_only=False)
-    state = ckpt["pipeline"]
-    last_step = state["datamanager.selector.store.last_step"]
-    assert state["datamanager.selector.store.fitness"].dtype == torch.float16
-    assert int((last_step >= 0).sum()) > 1000  # 30 steps x 128 rays, mostly distinct pixels
-    assert state["datamanager.selector._extra_state"]["pool"] is not None
-    assert state["_model._extra_state"]["implementation"] == "torch"
+    pipeline = ckpt["pipeline"]
+    assert not [k for k in pipeline if k.startswith("datamanager.selector")]  # step-N.ckpt is upstream's
+    run_id = pipeline["datamanager._extra_state"]["evos_run_id"]
+    assert pipeline["_model._extra_state"]["implementation"] == "torch"
+    assert {"config.yml", "evos_state", "nerfstudio_models"} <= {p.name for p in run.iterdir()}
+    assert sorted(p.name for p in (run / "nerfstudio_models").iterdir()) == ["step-000000029.ckpt"]
+    state = read_state(run / "evos_state" / "step-000000029")
+    fitness, epoch = _per_pixel(state, "fitness"), _per_pixel(state, "epoch")
+    assert fitness.dtype == torch.float16 and epoch.dtype == torch.int16 and fitness.numel() == 8 * 32 * 32
+    assert int((epoch > 0).sum()) > 1000  # 30 steps x 128 rays, mostly distinct pixels
+    assert "pool/cam00000" in state
+    assert "visits/cam00000" in state  # --vis tensorboard logs selection-count maps: counts kept (auto)
+    assert _untext(state["meta/run_id"]) == run_id
 
-    resumed = ns("ns-train", train_args(scene, out, 10, ["--load-dir", str(run / "nerfstudio_models")]), tmp_path)
+    resumed = ns("ns-train", train_args(scene, out, 10, ["--load-dir", str(run / "nerfstudio_models"),
+                                                         "--pipeline.inspection.selection-counts", "off"]), tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    ckpt2 = torch.load(run / "nerfstudio_models" / "step-000000039.ckpt", map_location="cpu", weights_only=False)
-    state2 = ckpt2["pipeline"]
-    last_step2 = state2["datamanager.selector.store.last_step"]
-    # The store continued: old measurements kept, new ones stamped with resumed steps.
-    assert int(last_step2.max()) == 39
-    assert int((last_step2 >= 0).sum()) >= int((last_step >= 0).sum())
-    untouched = last_step2 == last_step
-    assert torch.equal(
-        state2["datamanager.selector.store.fitness"][untouched], state["datamanager.selector.store.fitness"][untouched]
-    )
+    assert "EVOS per pixel: 4 bytes (float16 fitness, int16 epoch)" in resumed.stdout
+    assert sorted(p.name for p in (run / "evos_state").iterdir()) == ["step-000000039"]  # only the latest kept
+    state2 = read_state(run / "evos_state" / "step-000000039")
+    fitness2, epoch2 = _per_pixel(state2, "fitness"), _per_pixel(state2, "epoch")
+    # The store continued: old measurements kept, new ones stamped with later epochs.
+    assert int(epoch2.max()) > int(epoch.max())
+    assert int((epoch2 > 0).sum()) >= int((epoch > 0).sum())
+    untouched = epoch2 == epoch
+    assert torch.equal(fitness2[untouched], fitness[untouched])
+    assert _untext(state2["meta/run_id"]) == run_id  # a resume keeps the run's identity
+    assert "visits/cam00000" not in state2
 
     result = tmp_path / "eval.json"
     evaluated = ns("ns-eval", ["--load-config", str(run / "config.yml"), "--output-path", str(result)], tmp_path)
@@ -85,7 +106,8 @@ def test_train_checkpoint_resume_and_eval_end_to_end(scene, tmp_path):
     assert "lpips" not in metrics  # unavailable offline: left out, never faked
 
 
-def test_resumed_datamanager_selects_exactly_as_the_original(scene):
+def test_resumed_datamanager_selects_exactly_as_the_original(scene, tmp_path):
+    from evos_nerf.nerfstudio import evos_checkpoint
     from evos_nerf.nerfstudio.datamanager import EvosDataManagerConfig
     from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig
 
@@ -100,10 +122,13 @@ def test_resumed_datamanager_selects_exactly_as_the_original(scene):
         _, batch = original.next_train(step)
         original.selector.observe(batch["evos_flat"], torch.rand(64), step)
     assert original.selector.pool is not None
-    saved = {k: (v.clone() if torch.is_tensor(v) else v) for k, v in original.state_dict().items()}
+    models = tmp_path / "nerfstudio_models"
+    evos_checkpoint.save(original.selector, models, 119, original.camera_sizes, original.run_id)
+    assert not [k for k in original.state_dict() if "selector" in k]  # nothing of EVOS in step-N.ckpt
 
     resumed = build()
-    resumed.load_state_dict(saved)
+    resumed.load_state_dict(original.state_dict())  # the run identity, as nerfstudio's loader does
+    evos_checkpoint.load(resumed.selector, models, 119, resumed.camera_sizes, resumed.checkpoint_run_id)
     for step in range(120, 123):
         original.selector.maybe_evolve(step)
         resumed.selector.maybe_evolve(step)

@@ -236,3 +236,39 @@ def test_image_logging_queues_maps_and_histogram_for_the_writer(scene):
         assert events[name].shape == (SIZE, SIZE, 3)
     histogram = events["EVOS/fitness_histogram"]
     assert histogram.ndim == 3 and histogram.shape[2] == 3 and bool(torch.isfinite(histogram).all())
+
+
+def test_selection_counts_are_kept_only_when_the_viewer_or_image_logs_can_show_them():
+    from evos_nerf.nerfstudio.config import evos_nerf_config
+    from evos_nerf.nerfstudio.inspection import resolve_selection_counts
+
+    def decided(vis, **inspection):
+        config = evos_nerf_config()
+        config.vis = vis
+        for name, value in inspection.items():
+            setattr(config.pipeline.inspection, name, value)
+        resolve_selection_counts(config)
+        return config.pipeline.datamanager.selection_counts
+
+    assert decided("viewer") and decided("tensorboard") and decided("viewer+wandb")  # ns-train's default: kept
+    assert not decided("viewer", viewer_panel=False)
+    assert not decided("tensorboard", steps_per_log_images=0)
+    assert not decided("viewer", selection_counts="off") and decided("tensorboard", steps_per_log_images=0, selection_counts="on")
+
+
+def test_without_selection_counts_the_panel_and_the_logs_show_fitness_only(scene):
+    from evos_nerf.nerfstudio.config import evos_nerf_blender_config
+    from evos_nerf.nerfstudio.viewer import EvosPanel
+
+    cfg = evos_nerf_blender_config().pipeline.datamanager
+    cfg.data, cfg.selection_counts = scene, False
+    dm = cfg.setup(device="cpu")
+    assert dm.selector.store.visits is None and not dm.has_selection_counts
+    panel = EvosPanel(dm, EvosInspectionConfig(camera_images="selection count"))
+    assert panel.camera_images.options == ["RGB", "fitness"] and panel.camera_images.value == "RGB"
+    assert camera_heatmaps(dm, [0, 1], "selection count") == {}
+    try:
+        names = log_images(dm, EvosInspectionConfig(num_log_cameras=2), 0)
+    finally:
+        writer.EVENT_STORAGE.clear()
+    assert sorted(names) == ["EVOS/fitness/camera_00000", "EVOS/fitness/camera_00007", "EVOS/fitness_histogram"]

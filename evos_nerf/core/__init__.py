@@ -26,6 +26,7 @@ from evos_nerf.core.selection import (
     mutate,
     top_k,
 )
+from evos_nerf.core.threshold import top_k_mask
 
 __all__ = [
     "DEFAULT_LAMBDA",
@@ -52,4 +53,5 @@ __all__ = [
     "sample_ratio",
     "split_counts",
     "top_k",
+    "top_k_mask",
 ]

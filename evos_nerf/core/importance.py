@@ -182,6 +182,23 @@ class ErrorMap:
             "built_res": self.built_res, "cell_pmf": self.cell_pmf, "image_pmf": self.image_pmf,
         }
 
+    def state_tensors(self) -> Dict[str, Tensor]:
+        """The state as named tensors (checkpoint entries); the CDFs are left out until built."""
+        out = {
+            "scalars": torch.tensor([self.window, self.steps_in_window, self.res, self.built_res], dtype=torch.float64),
+            "errors": self.errors,
+        }
+        if self.cell_pmf is not None:
+            out.update(cell_pmf=self.cell_pmf, image_pmf=self.image_pmf)
+        return out
+
+    def load_state_tensors(self, state: Dict[str, Tensor]) -> None:
+        window, steps, res, built = state["scalars"].tolist()
+        self.load_state_dict({
+            "window": window, "steps_in_window": steps, "res": res, "errors": state["errors"], "built_res": built,
+            "cell_pmf": state.get("cell_pmf"), "image_pmf": state.get("image_pmf"),
+        })
+
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         self.window, self.steps_in_window = float(state["window"]), int(state["steps_in_window"])
         self.res, self.errors, self.built_res = int(state["res"]), state["errors"].float(), int(state["built_res"])
@@ -202,7 +219,7 @@ class SoftMining:
         self.cdf: Optional[Tensor] = None
 
     def rebuild(self, error_estimate: Tensor) -> None:
-        """Sampling distribution from every pixel's current error estimate (squared error, >= 0)."""
+        """Sampling distribution from every pixel's current error estimate (squared error, >= 0; masked pixels any value)."""
         self.probability = mixture_weights(error_estimate.float().clamp_min(0).sqrt(), self.uniform, self.store.valid)
         self.cdf = torch.cumsum(self.probability, dim=0)
 
@@ -215,7 +232,7 @@ class SoftMining:
         if self.cdf is None:
             return self.store.sample_uniform(batch_size, generator), None
         flat = draw_from_cdf(self.cdf, batch_size, generator)
-        num_valid = int(self.store.valid.sum())
+        num_valid = self.store.num_valid
         weights = (num_valid * self.probability[flat]).pow(-self.exponent(step))
         cap = float(weights.mean() + weights.std()) if weights.numel() > 1 else float("inf")
         return flat.to(self.store.fitness.device), weights.clamp(max=cap).float()
@@ -223,7 +240,7 @@ class SoftMining:
 
 def replace_invalid(store: FitnessStore, flat: Tensor, generator: torch.Generator) -> Tensor:
     """Swap masked-out pixels for uniform valid ones (samplers that draw by position ignore masks)."""
-    bad = ~store.valid[flat]
+    bad = store.invalid_at(flat)
     if bool(bad.any()):
         flat = flat.clone()
         flat[bad] = store.sample_uniform(int(bad.sum()), generator)

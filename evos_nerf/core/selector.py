@@ -19,10 +19,11 @@ them mutants. A ray batch draws B rays uniformly from that population (see ``evo
 from __future__ import annotations
 
 import math
+import re
 import time
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Callable, Dict, Literal, Optional, Tuple
+from typing import Any, Callable, Dict, List, Literal, Optional, Tuple
 
 import torch
 from rich.console import Console
@@ -32,7 +33,7 @@ from evos_nerf import distributed
 from evos_nerf.core import schedules
 from evos_nerf.core.fitness_stats import summarise
 from evos_nerf.core.importance import ErrorMap, SoftMining
-from evos_nerf.core.pool import CandidatePool, rank_pixels
+from evos_nerf.core.pool import CandidatePool, rank_pixel_mask
 from evos_nerf.core.selection import CrossoverMethod
 from evos_nerf.core.sharding import mutant_count, mutation_scale
 from evos_nerf.core.store import FitnessStore, UnvisitedPrior
@@ -103,7 +104,7 @@ class SelectorConfig:
     softmining_refresh: int = 10
     """softmining: steps between rebuilds of the sampling distribution from the cached errors."""
     fitness_dtype: Literal["float16", "float32"] = "float16"
-    """Storage of the per-pixel fitness (2 bytes per pixel by default)."""
+    """Storage of the per-pixel fitness (2 bytes per pixel by default; float32 costs 2 more)."""
     seed: Optional[int] = None
     """Selection RNG seed; None uses the trainer's --machine.seed (+ rank)."""
 
@@ -156,11 +157,44 @@ class Selection:
     """Rays drawn uniformly from outside the pool (all of them when sampling uniformly)."""
 
 
+def camera_key(kind: str, camera: int) -> str:
+    """Checkpoint key of one camera's per-pixel state, e.g. ``fitness/cam00042``."""
+    return f"{kind}/cam{camera:05d}"
+
+
+def rank_key(name: str, rank: int) -> str:
+    """Checkpoint key of one rank's own state, e.g. ``generator/rank1``."""
+    return f"{name}/rank{rank}"
+
+
+_CAMERA_KEY = re.compile(r"/cam(\d+)$")
+_RANK_KEY = re.compile(r"/rank(\d+)(/|$)")
+
+
+def key_camera(key: str) -> Optional[int]:
+    match = _CAMERA_KEY.search(key)
+    return int(match.group(1)) if match else None
+
+
+def key_rank(key: str) -> Optional[int]:
+    match = _RANK_KEY.search(key)
+    return int(match.group(1)) if match else None
+
+
+def _text(value: str) -> Tensor:
+    return torch.tensor(list(value.encode()), dtype=torch.uint8)
+
+
+def _untext(value: Tensor) -> str:
+    return bytes(value.tolist()).decode()
+
+
 class RaySelector(nn.Module):
     """Chooses training rays for one store (one rank's shard in distributed runs).
 
-    An ``nn.Module`` with no parameters: the store's buffers and the selector's extra state (RNG,
-    controls, pool, schedules) travel with ``.to()`` and land in checkpoints.
+    An ``nn.Module`` with no parameters and no persistent state: the store's buffers travel with
+    ``.to()``; checkpoints take ``sharded_state`` (one key per camera, so any world size can load
+    them) instead of the module's state dict.
     """
 
     def __init__(
@@ -211,10 +245,9 @@ class RaySelector(nn.Module):
 
     # -- set-up ----------------------------------------------------------------------------------
     def initialise(self, images, masks=None, names=None) -> None:
-        """Edge prior and valid mask from the training images (once: a resumed store is kept)."""
-        if not bool(self.store.initialised):
-            self.store.initialise(images, masks, names=names, reduce_sum=self.comm.all_reduce_sum)
-        self.num_valid_total = int(self._sum(float(self.store.valid.sum()))[0])
+        """Image source (edge prior) and valid mask from the training images; before loading a checkpoint."""
+        self.store.initialise(images, masks, names=names, reduce_sum=self.comm.all_reduce_sum)
+        self.num_valid_total = int(self._sum(float(self.store.num_valid))[0])
         self.num_unselected_total = self.num_valid_total
         self._refresh_statistics()
 
@@ -270,7 +303,7 @@ class RaySelector(nn.Module):
         if self.softmining is not None and self._softmining_due(step):
             start = time.perf_counter()
             self.softmining.rebuild(self.store.corrected_fitness(
-                False, self.generator, self.comm.all_reduce_sum, self.config.unvisited_prior, self.config.prior_block
+                False, self.comm.all_reduce_sum, self.config.unvisited_prior, self.config.prior_block
             ))
             self._softmining_built_at = step
             self.selection_seconds += time.perf_counter() - start
@@ -278,6 +311,9 @@ class RaySelector(nn.Module):
             if self.statistics:
                 self.statistics["steps_since_key"] = float(step - self.last_key_step)
             return False
+        # A key iteration starts a new epoch: the closing one's error level is agreed over all ranks.
+        closing = self._sum(self.store.epoch_sum, float(self.store.epoch_count))
+        self.store.close_epoch(float(closing[0]), float(closing[1]))
         if self.config.strategy in POOL_STRATEGIES:
             self._evolve(step, measure)
         self.last_key_step = step
@@ -291,29 +327,29 @@ class RaySelector(nn.Module):
     def _evolve(self, step: int, measure: Optional[MeasureFn]) -> None:
         """Re-measure the stalest pool members, then rank every pixel into a new pool."""
         c, store = self.config, self.store
-        measured = self._sum(float((store.last_step >= 0).sum()))
+        measured = self._sum(float(store.num_measured))
         if c.strategy in ("evos", "topk") and float(measured[0]) == 0:
             return  # nothing measured yet: keep sampling uniformly until the next key iteration
         if measure is not None and c.refresh_budget > 0 and c.strategy in ("evos", "topk") and self.pool is not None:
             start = time.perf_counter()
-            stale = self.pool.stalest(step, c.refresh_budget)
+            stale = self.pool.stalest(c.refresh_budget, self.generator)
             if stale.numel():
                 errors = measure(store.unflatten(stale).cpu())
-                self.skipped_errors += store.update(stale, errors, step, trained=False)
+                self.skipped_errors += store.update(stale, errors, trained=False)
             self.refresh_seconds += time.perf_counter() - start
         start = time.perf_counter()
-        pool_size, _ = self.counts(step, int(store.valid.sum()))
-        indices, self.balance = rank_pixels(
-            store, pool_size, c.strategy, step, self.generator, c.crossover, c.stale_correction,
+        pool_size, _ = self.counts(step, store.num_valid)
+        members, self.balance = rank_pixel_mask(
+            store, pool_size, c.strategy, self.generator, c.crossover, c.stale_correction,
             c.unvisited_prior, c.prior_block, self.comm.all_reduce_sum,
         )
-        self._set_pool(indices)
+        self._set_pool(CandidatePool(store, members))
         self.pool_ratio = self.controls.ratio
         self.selection_seconds += time.perf_counter() - start
 
-    def _set_pool(self, indices: Optional[Tensor]) -> None:
-        self.pool = None if indices is None else CandidatePool(self.store, indices)
-        here = self.pool.num_unselected if self.pool is not None else int(self.store.valid.sum())
+    def _set_pool(self, pool: Optional[CandidatePool]) -> None:
+        self.pool = pool
+        here = self.pool.num_unselected if self.pool is not None else self.store.num_valid
         self.num_unselected_total = int(self._sum(float(here))[0])
         self.mutation_scale = mutation_scale(here, self.num_unselected_total, self.comm.get_world_size())
 
@@ -371,7 +407,7 @@ class RaySelector(nn.Module):
     def observe(self, flat: Tensor, errors: Tensor, step: int, trained: bool = True) -> int:
         """Write back per-ray errors (NaN/inf skipped). Returns how many were skipped."""
         start = time.perf_counter()
-        skipped = self.store.update(flat, errors, step, trained=trained)
+        skipped = self.store.update(flat, errors, trained=trained)
         if self.errormap is not None and trained:
             self.errormap.observe(flat, errors)
         self.skipped_errors += skipped
@@ -392,47 +428,117 @@ class RaySelector(nn.Module):
         self.histogram = (summary.counts, summary.bin_edges)
 
     # -- checkpoints -----------------------------------------------------------------------------
-    def get_extra_state(self) -> Dict[str, Any]:
-        return {
-            "generator": self.generator.get_state(),
-            "controls": self.controls.to_tensor(),
-            "pool": None if self.pool is None else self.pool.indices.cpu(),
-            "pool_ratio": self.pool_ratio,
-            "last_key_step": self.last_key_step,
-            "balance": self.balance,
-            "strategy": self.config.strategy,
-            "errormap": None if self.errormap is None else self.errormap.state_dict(),
-        }
+    def sharded_state(self) -> Dict[str, Tensor]:
+        """This rank's part of the selection state, as flat checkpoint entries. A collective.
 
-    def set_extra_state(self, state: Dict[str, Any]) -> None:
-        saved = state.get("strategy")
-        if saved is not None and saved != self.config.strategy:
+        Per-pixel state has one key per camera (``fitness/cam00042``, ``epoch/...``, ``visits/...``
+        and ``pool/...``: packed membership bits), so any world size can load it; the RNG and the
+        error map are per rank (``generator/rank1``); the rest is the same on every rank. Per-pixel
+        entries are views of the store: nothing is copied or gathered.
+        """
+        store, rank = self.store, self.comm.get_rank()
+        state: Dict[str, Tensor] = {}
+        for local, camera in enumerate(store.cameras.tolist()):
+            start, end = store.image_range(local)
+            state[camera_key("fitness", camera)] = store.fitness[start:end]
+            state[camera_key("epoch", camera)] = store.epoch[start:end]
+            if store.visits is not None:
+                state[camera_key("visits", camera)] = store.visits[start:end]
+            if self.pool is not None:
+                state[camera_key("pool", camera)] = self.pool.image_bits(local)
+        state[rank_key("generator", rank)] = self.generator.get_state()
+        if self.errormap is not None:
+            for name, value in self.errormap.state_tensors().items():
+                state[rank_key("errormap", rank) + "/" + name] = value
+        pending = self._sum(store.epoch_sum, float(store.epoch_count))  # the open epoch, over all ranks
+        state.update({
+            "selector/strategy": _text(self.config.strategy),
+            "selector/controls": self.controls.to_tensor(),
+            "selector/schedule": torch.tensor([
+                math.nan if self.pool_ratio is None else self.pool_ratio, float(self.last_key_step), self.balance,
+                float(self.pool is not None),
+            ], dtype=torch.float64),
+            "store/epochs": torch.tensor([store.current_epoch], dtype=torch.int64),
+            "store/error_levels": torch.tensor(store.error_levels, dtype=torch.float64),
+            "store/open_epoch_errors": pending,
+        })
+        return state
+
+    def wants_key(self, key: str, same_world_size: bool) -> bool:
+        """Whether this rank loads a checkpoint entry: its cameras', its rank's (same world size only), all shared ones."""
+        camera = key_camera(key)
+        if camera is not None:
+            return self.store.owns(camera)
+        rank = key_rank(key)
+        if rank is not None:
+            return same_world_size and rank == self.comm.get_rank()
+        return True
+
+    def load_sharded_state(self, state: Dict[str, Tensor], same_world_size: bool) -> None:
+        """Restore from the entries ``wants_key`` chose (a collective). Per-pixel state is exact on any
+        world size; the RNG and the error map only come back when the world size is the same."""
+        saved = _untext(state["selector/strategy"])
+        if saved != self.config.strategy:
             raise UserInputError(
                 f"checkpoint was trained with --pipeline.datamanager.pixel-sampler.strategy {saved}, "
                 f"this run uses {self.config.strategy}: resume with the same strategy"
             )
-        if state.get("generator") is not None:
-            self.generator.set_state(state["generator"])
-        saved = SelectorControls(0.0, 0.0)
-        saved.load_tensor(state["controls"])
-        if saved != self.controls:
+        store, rank = self.store, self.comm.get_rank()
+        schedule = state["selector/schedule"].tolist()
+        has_pool = schedule[3] > 0.5
+        bits: List[Tensor] = []
+        for local, camera in enumerate(store.cameras.tolist()):
+            start, end = store.image_range(local)
+            _copy_into(store.fitness[start:end], state[camera_key("fitness", camera)])
+            _copy_into(store.epoch[start:end], state[camera_key("epoch", camera)])
+            if store.visits is not None:
+                visits = state.get(camera_key("visits", camera))
+                store.visits[start:end] = 0 if visits is None else visits.to(store.visits.device)
+            if has_pool:
+                bits.append(state[camera_key("pool", camera)])
+        store.current_epoch = int(state["store/epochs"][0])
+        store.error_levels = state["store/error_levels"].tolist()
+        pending = state["store/open_epoch_errors"].tolist()  # all ranks' sum: keep it once, on rank 0
+        store.epoch_sum, store.epoch_count = (float(pending[0]), int(pending[1])) if rank == 0 else (0.0, 0)
+        store.refresh_counts()
+        generator = state.get(rank_key("generator", rank)) if same_world_size else None
+        if generator is not None:
+            self.generator.set_state(generator)
+        saved_controls = SelectorControls(0.0, 0.0)
+        saved_controls.load_tensor(state["selector/controls"])
+        if saved_controls != self.controls:
             # The command line wins, as for every other flag on resume; say so rather than silently.
             console.print(
-                f"EVOS: the checkpoint's controls (ratio {saved.ratio}, mutation {saved.mutation}, paused {saved.paused}) "
-                f"differ from this run's (ratio {self.controls.ratio}, mutation {self.controls.mutation}, "
-                f"paused {self.controls.paused}); resuming with this run's"
+                f"EVOS: the checkpoint's controls (ratio {saved_controls.ratio}, mutation {saved_controls.mutation}, "
+                f"paused {saved_controls.paused}) differ from this run's (ratio {self.controls.ratio}, mutation "
+                f"{self.controls.mutation}, paused {self.controls.paused}); resuming with this run's"
             )
-        self.pool_ratio = state.get("pool_ratio")
-        self.last_key_step = int(state.get("last_key_step", -1))
-        self.balance = float(state.get("balance", float("nan")))
-        pool = state.get("pool")
-        self._set_pool(None if pool is None else pool.to(self.store.fitness.device))
-        if self.errormap is not None and state.get("errormap") is not None:
-            self.errormap.load_state_dict(state["errormap"])
+        self.pool_ratio = None if math.isnan(schedule[0]) else schedule[0]
+        self.last_key_step, self.balance = int(schedule[1]), schedule[2]
+        if self.errormap is not None and same_world_size:
+            prefix = rank_key("errormap", rank) + "/"
+            tensors = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+            if tensors:
+                self.errormap.load_state_tensors(tensors)
+        self.num_valid_total = int(self._sum(float(store.num_valid))[0])
+        self._set_pool(CandidatePool.from_image_bits(store, bits) if has_pool else None)
+        self._refresh_statistics()
+
+    def memory_bytes(self) -> int:
+        """The store plus the pool (membership bits, and the members of a sparse pool)."""
+        return self.store.memory_bytes() + (0 if self.pool is None else self.pool.memory_bytes())
 
     def _apply(self, fn, recurse=True):
         # Keep the pool (not a buffer) on the buffers' device.
         out = super()._apply(fn, recurse)
         if getattr(self, "pool", None) is not None:
-            self.pool = CandidatePool(self.store, self.pool.indices)
+            self.pool = CandidatePool(self.store, self.pool.members())
         return out
+
+
+def _copy_into(target: Tensor, value: Tensor) -> None:
+    """Copy a loaded entry into the store, unless it was loaded in place (a view of the same memory)."""
+    if value.shape != target.shape:
+        raise ValueError(f"checkpoint entry of shape {tuple(value.shape)} for {tuple(target.shape)} pixels")
+    if value.data_ptr() != target.data_ptr() or value.device != target.device:
+        target.copy_(value)

@@ -1,29 +1,45 @@
-"""Per-pixel fitness across many training images: EVOS adapted to rays (NeRF).
+"""Per-pixel fitness across many training images: EVOS adapted to rays (NeRF), at 4 bytes per pixel.
 
 One value per training pixel, keyed by absolute (camera, y, x) through a flat index with per-image
 offsets, so images of different resolutions share one store. It is an ``nn.Module`` only so that
-its tensors travel with ``.to(device)`` and land in checkpoints as buffers; it has no parameters.
+its tensors travel with ``.to(device)``; its buffers are not persistent (checkpoints go through
+``evos_nerf.core.selector.RaySelector.sharded_state``, one key per camera).
 
-The store only records: measured errors, when they were measured, the valid mask, the edge
-prior and visit counts, plus ``corrected_fitness``, the estimate of every pixel's error *now*
-(stale errors rescaled by the fall of the mean training error, never-visited pixels estimated from
-their measured neighbours). What to train on is decided by ``evos_nerf.core.selector``.
+What is kept per pixel, and why it is enough:
+
+* ``fitness`` (fp16, 2 bytes): the last measured error. NaN marks a masked-out pixel, so the valid
+  mask costs nothing (``valid`` computes it on demand; errors are clamped to the finite fp16 range,
+  so a measured pixel is never NaN).
+* ``epoch`` (int16, 2 bytes): the key-iteration index ("epoch") in which the error was measured;
+  0 = never. The selector starts a new epoch at every key iteration; the counter saturates at
+  32767 (1.6 M steps at a key interval of 50). Stale correction needs only the error level of each
+  epoch, which the store records (mean training error per epoch, agreed over all shards).
+* ``visits`` (uint8, +1 byte, only with ``track_visits``): how often each pixel was trained,
+  saturating at 255: the selection-count maps of the viewer and the image logs.
+
+The edge prior is not stored: it is the ground truth's squared Laplacian, derived per image from
+the training images whenever a ranking needs it (``edges``), normalised by one scalar agreed over
+all shards at ``initialise``.
+
+The store only records; ``ranking_scores`` estimates every pixel's error *now* (stale errors
+rescaled by the fall of the error level, never-visited pixels estimated from their measured
+neighbours). What to train on is decided by ``evos_nerf.core.selector``.
 
 A store may hold a *shard*: a subset of the cameras (``cameras`` lists their absolute indices).
 Indexing by (camera, y, x) always uses absolute camera indices; flat indices are local to the
-shard. Distributed runs pass ``reduce_sum`` to :meth:`corrected_fitness` so that the
-never-visited prior is agreed over all shards (see ``evos_nerf.core.sharding``).
+shard. Distributed runs pass ``reduce_sum`` so that the normalisers are agreed over all shards.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Literal, Optional, Sequence, Tuple
+import math
+from typing import Callable, List, Literal, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
 
-from evos_nerf.core.laplacian import laplacian_of_rgb
-from evos_nerf.core.neighbourhood import neighbourhood_estimate
+from evos_nerf.core.laplacian import laplacian_squared
+from evos_nerf.core.neighbourhood import fill_unmeasured
 from evos_nerf.core.selection import mutate
 
 UnvisitedPrior = Literal["neighbourhood", "mean"]
@@ -32,7 +48,13 @@ UnvisitedPrior = Literal["neighbourhood", "mean"]
 ReduceSum = Callable[[Tensor], Tensor]
 """Sums a small float64 tensor over all shards (identity on one process)."""
 
-VISITS_MAX = torch.iinfo(torch.int16).max
+ImageSource = Union[Sequence[Tensor], Callable[[int], Tensor]]
+"""The training images of a store, in the order of its cameras: a sequence, or local index -> image."""
+
+EPOCH_MAX = torch.iinfo(torch.int16).max
+VISITS_MAX = 255
+_CHUNK = 1 << 20
+"""Pixels per slice of whole-store passes: isnan on fp16 goes through fp32 on CPUs (4 bytes a pixel)."""
 
 
 def _identity(t: Tensor) -> Tensor:
@@ -46,9 +68,11 @@ class FitnessStore(nn.Module):
         dtype: torch.dtype = torch.float16,
         cameras: Optional[Sequence[int]] = None,
         num_cameras: Optional[int] = None,
+        track_visits: bool = False,
     ) -> None:
         """``sizes`` are (H, W) of the images this store holds; ``cameras`` their absolute indices
-        (default: all cameras 0..N-1); ``num_cameras`` the total number of training cameras."""
+        (default: all cameras 0..N-1); ``num_cameras`` the total number of training cameras;
+        ``track_visits`` keeps per-pixel selection counts (+1 byte per pixel) for inspection."""
         super().__init__()
         if not sizes:
             raise ValueError("a fitness store needs at least one training image")
@@ -58,35 +82,48 @@ class FitnessStore(nn.Module):
         self.num_cameras = int(num_cameras if num_cameras is not None else max(cameras) + 1)
         local_of = torch.full((self.num_cameras,), -1, dtype=torch.long)
         local_of[torch.tensor(cameras, dtype=torch.long)] = torch.arange(len(cameras))
-        self.register_buffer("cameras", torch.tensor(cameras, dtype=torch.long))
+        self.register_buffer("cameras", torch.tensor(cameras, dtype=torch.long), persistent=False)
         """Absolute camera index of each image in this store (a shard holds a subset)."""
         self.register_buffer("local_of", local_of, persistent=False)
         heights = torch.tensor([h for h, _ in sizes], dtype=torch.long)
         widths = torch.tensor([w for _, w in sizes], dtype=torch.long)
         offsets = pixel_offsets(heights * widths)
         self.num_pixels = int(offsets[-1])
-        self.register_buffer("heights", heights)
-        self.register_buffer("widths", widths)
-        self.register_buffer("offsets", offsets)
-        self.register_buffer("fitness", torch.zeros(self.num_pixels, dtype=dtype))
-        """Last measured per-pixel error (mean squared RGB error of its ray)."""
-        self.register_buffer("last_step", torch.full((self.num_pixels,), -1, dtype=torch.int32))
-        """Step at which the error was measured; -1 = never visited."""
-        self.register_buffer("edges", torch.ones(self.num_pixels, dtype=dtype))
-        """Ground truth's squared Laplacian, normalised to mean 1 over valid pixels."""
-        self.register_buffer("valid", torch.ones(self.num_pixels, dtype=torch.bool))
-        """False for masked-out pixels: never selected."""
-        self.register_buffer("visits", torch.zeros(self.num_pixels, dtype=torch.int16))
-        """How often each pixel was trained (saturates at 32767): the selection-count map."""
-        self.register_buffer("initialised", torch.zeros((), dtype=torch.bool))
-        self.error_curve: List[Tuple[int, float]] = []
-        """(step, mean batch error) history, for staleness correction."""
+        self.register_buffer("heights", heights, persistent=False)
+        self.register_buffer("widths", widths, persistent=False)
+        self.register_buffer("offsets", offsets, persistent=False)
+        self.register_buffer("fitness", torch.zeros(self.num_pixels, dtype=dtype), persistent=False)
+        """Last measured per-pixel error (mean squared RGB error of its ray); NaN = masked out."""
+        self.register_buffer("epoch", torch.zeros(self.num_pixels, dtype=torch.int16), persistent=False)
+        """Epoch (key-iteration index) in which the error was measured; 0 = never."""
+        visits = torch.zeros(self.num_pixels, dtype=torch.uint8) if track_visits else None
+        self.register_buffer("visits", visits, persistent=False)
+        """How often each pixel was trained (saturates at 255), or None when not tracked."""
+        self.current_epoch = 1
+        """Epoch stamped on new measurements; the selector advances it at every key iteration."""
+        self.error_levels: List[float] = [math.nan]
+        """Mean training error of each closed epoch over all shards (index = epoch; NaN = none)."""
+        self.epoch_sum = 0.0
+        self.epoch_count = 0
+        """This shard's training errors of the current epoch so far (closed by ``close_epoch``)."""
+        self.edge_scale = 1.0
+        """1 / mean squared Laplacian over all valid pixels of all shards (edge prior has mean 1)."""
+        self.images: Optional[Callable[[int], Tensor]] = None
+        """Local image index -> its training image [H, W, 3] (the source of the edge prior)."""
+        self.num_valid = self.num_pixels
+        self.num_measured = 0
+        self.measured_total = 0.0
+        """Sum of the stored errors of measured pixels, kept up to date by ``update`` (statistics)."""
 
     # -- indexing ----------------------------------------------------------------------------
     @property
     def num_images(self) -> int:
         """Images held by this store (all of them, or this rank's shard)."""
         return int(self.heights.numel())
+
+    @property
+    def track_visits(self) -> bool:
+        return self.visits is not None
 
     def owns(self, camera: int) -> bool:
         return 0 <= camera < self.num_cameras and int(self.local_of[camera]) >= 0
@@ -115,140 +152,241 @@ class FitnessStore(nn.Module):
         local, y, x = self.locate(flat)
         return torch.stack([self.cameras[local], y, x], dim=-1)
 
+    def image_range(self, local: int) -> Tuple[int, int]:
+        """Flat index range [start, end) of one local image."""
+        return int(self.offsets[local]), int(self.offsets[local + 1])
+
     def image_view(self, values: Tensor, camera: int) -> Tensor:
         """[H, W] view of a per-pixel tensor for one (absolute) camera (heatmaps)."""
         local = int(self._local(torch.tensor([camera]))[0])
-        start, end = int(self.offsets[local]), int(self.offsets[local + 1])
+        start, end = self.image_range(local)
         return values[start:end].reshape(int(self.heights[local]), int(self.widths[local]))
+
+    # -- validity --------------------------------------------------------------------------------
+    @property
+    def valid(self) -> Tensor:
+        """[P] bool, False for masked-out pixels (never selected). O(P): computed on demand."""
+        out = torch.empty(self.num_pixels, dtype=torch.bool, device=self.fitness.device)
+        for start in range(0, self.num_pixels, _CHUNK):
+            out[start : start + _CHUNK] = torch.isnan(self.fitness[start : start + _CHUNK])
+        return out.logical_not_()
+
+    def invalid_at(self, flat: Tensor) -> Tensor:
+        """Whether each given pixel is masked out: O(R)."""
+        return torch.isnan(self.fitness[flat.to(self.fitness.device).long()])
+
+    def refresh_counts(self) -> None:
+        """Recount valid and measured pixels and their total (after fitness or epochs were loaded wholesale)."""
+        chunks = [self.fitness[s : s + _CHUNK] for s in range(0, self.num_pixels, _CHUNK)]
+        self.num_valid = self.num_pixels - sum(int(torch.isnan(c).sum()) for c in chunks)
+        self.num_measured = int(torch.count_nonzero(self.epoch))
+        self.measured_total = sum(float(torch.nansum(c, dtype=torch.float64)) for c in chunks)  # unmeasured hold 0
 
     # -- initialisation from the training images ----------------------------------------------
     def initialise(
         self,
-        images: Sequence[Tensor],
+        images: ImageSource,
         masks: Optional[Sequence[Optional[Tensor]]] = None,
         names: Optional[Sequence[str]] = None,
         reduce_sum: ReduceSum = _identity,
     ) -> None:
-        """Edge prior and valid mask from the training images ([H, W, 3] in [0, 1], in the order of
-        ``self.cameras``).
+        """Keep the image source, mark masked pixels (NaN), and agree the edge prior's scale.
 
-        ``names`` (e.g. file names) make size-mismatch errors point at the offending image.
-        ``reduce_sum`` normalises the edge prior over all shards, so every rank uses one scale.
+        ``images`` are [H, W, 3] in [0, 1] (or uint8), in the order of ``self.cameras``: a sequence
+        (kept by reference, never copied) or a function of the local index. ``names`` (e.g. file
+        names) make size-mismatch errors point at the offending image. ``reduce_sum`` normalises the
+        edge prior over all shards, so every rank uses one scale.
         """
-        if len(images) != self.num_images:
+        get = images if callable(images) else images.__getitem__
+        if not callable(images) and len(images) != self.num_images:
             raise ValueError(f"expected {self.num_images} training images, got {len(images)}")
-        for local, image in enumerate(images):
+        total, count = 0.0, 0
+        for local in range(self.num_images):
             cam = int(self.cameras[local])
             h, w = int(self.heights[local]), int(self.widths[local])
+            image = get(local)
             if tuple(image.shape[:2]) != (h, w):
                 name = names[local] if names is not None else f"training image {cam}"
                 raise ValueError(f"{name} is {image.shape[1]}x{image.shape[0]} but its camera is {w}x{h}")
-            lap = laplacian_of_rgb(image[..., :3].float().cpu()) / 255.0  # [0, 1] units: fits in fp16
-            self.image_view(self.edges, cam).copy_((lap**2).to(self.edges.device, self.edges.dtype))
             mask = masks[local] if masks is not None else None
+            start, end = self.image_range(local)
+            part = self.fitness[start:end]
             if mask is not None:
-                self.image_view(self.valid, cam).copy_(mask.reshape(h, w).bool().to(self.valid.device))
-        edges = self.edges.float()[self.valid]
-        totals = reduce_sum(torch.tensor([float(edges.sum()), float(edges.numel())], dtype=torch.float64))
+                keep = mask.reshape(-1).bool().to(part.device)
+                part.masked_fill_(~keep, math.nan)
+            lap2 = laplacian_squared(image.to(part.device)).reshape(-1)
+            valid = ~torch.isnan(part)
+            total += float(lap2[valid].sum(dtype=torch.float64))
+            count += int(valid.sum())
+        self.images = get
+        totals = reduce_sum(torch.tensor([total, float(count)], dtype=torch.float64))
         if float(totals[1]) == 0:
             raise ValueError("every training pixel is masked out; nothing to train on")
-        mean_edges = float(totals[0] / totals[1])
-        self.edges.copy_((self.edges.float() / max(mean_edges, 1e-12)).to(self.edges.dtype))
-        self.initialised.fill_(True)
+        self.edge_scale = 1.0 / max(float(totals[0] / totals[1]), 1e-12)
+        self.refresh_counts()
+
+    def edges(self, local: int) -> Tensor:
+        """[H*W] float32 edge prior of one local image: its squared Laplacian, mean 1 over all valid pixels."""
+        if self.images is None:
+            raise RuntimeError("the fitness store was not initialised with its training images")
+        lap2 = laplacian_squared(self.images(local).to(self.fitness.device)).reshape(-1)
+        return lap2.mul_(self.edge_scale)
+
+    def all_edges(self) -> Tensor:
+        """[P] float32 edge prior of every pixel (O(P) memory: inspection and tests)."""
+        return torch.cat([self.edges(i) for i in range(self.num_images)])
 
     # -- feedback ------------------------------------------------------------------------------
-    def update(self, flat: Tensor, error: Tensor, step: int, trained: bool = True) -> int:
-        """Write measured errors back; non-finite errors are skipped. Returns how many were skipped.
+    def update(self, flat: Tensor, error: Tensor, trained: bool = True) -> int:
+        """Write measured errors back, stamped with the current epoch. Returns how many were skipped.
 
-        ``trained`` counts the pixels as trained (visits); re-measurements at key iterations are not.
+        Non-finite errors are skipped, and masked pixels stay masked. ``trained`` counts the rays
+        toward the epoch's error level and the visit counts; re-measurements at key iterations are
+        not trained.
         """
         flat = flat.to(self.fitness.device).long()
-        if trained:
-            self.visits.index_put_((flat,), torch.ones_like(flat, dtype=self.visits.dtype), accumulate=True)
-            touched = self.visits[flat]  # int16 wraps negative past 32767: saturate instead
-            self.visits[flat] = torch.where(touched < 0, torch.full_like(touched, VISITS_MAX), touched)
         error = error.detach().reshape(-1).to(self.fitness.device).float()
         finite = torch.isfinite(error)
         skipped = int((~finite).sum())
-        if skipped:
-            flat, error = flat[finite], error[finite]
-        self.fitness[flat] = error.to(self.fitness.dtype)
-        self.last_step[flat] = step
-        if error.numel():
-            self.error_curve.append((int(step), float(error.mean())))
+        keep = finite & ~torch.isnan(self.fitness[flat])
+        if not bool(keep.all()):
+            flat, error = flat[keep], error[keep]
+        if trained and self.visits is not None and flat.numel():
+            pixels, counts = torch.unique(flat, return_counts=True)
+            self.visits[pixels] = (self.visits[pixels].int() + counts).clamp_(max=VISITS_MAX).to(torch.uint8)
+        if not flat.numel():
+            return skipped
+        fresh = flat[self.epoch[flat] == 0]
+        if fresh.numel():
+            self.num_measured += int(torch.unique(fresh).numel())
+        fmax = torch.finfo(self.fitness.dtype).max
+        # Duplicates in a batch: the last write wins, so take the total's change after writing.
+        pixels = torch.unique(flat)
+        before = float(self.fitness[pixels].sum(dtype=torch.float64))
+        self.fitness[flat] = error.clamp(0.0, fmax).to(self.fitness.dtype)
+        self.measured_total += float(self.fitness[pixels].sum(dtype=torch.float64)) - before
+        self.epoch[flat] = self.current_epoch
+        if trained:
+            self.epoch_sum += float(error.sum(dtype=torch.float64))
+            self.epoch_count += int(error.numel())
         return skipped
 
+    # -- epochs (key iterations) -----------------------------------------------------------------
+    def close_epoch(self, total: float, count: float) -> None:
+        """End the current epoch with its error level over all shards (``total`` / ``count``), start the next."""
+        level = total / count if count > 0 else math.nan
+        while len(self.error_levels) <= self.current_epoch:
+            self.error_levels.append(math.nan)
+        self.error_levels[self.current_epoch] = level
+        self.current_epoch = min(self.current_epoch + 1, EPOCH_MAX)
+        self.epoch_sum, self.epoch_count = 0.0, 0
+
+    def stale_ratios(self) -> Tensor:
+        """[current_epoch + 1] float32: factor on an error measured in each epoch to estimate it now.
+
+        level(latest closed epoch) / level(epoch of the measurement), at most 1 (errors are only
+        ever corrected downward); epochs without a level take the last one before them.
+        """
+        levels, last = [], math.nan
+        for j in range(self.current_epoch + 1):
+            value = self.error_levels[j] if j < len(self.error_levels) else math.nan
+            last = value if math.isfinite(value) and value > 0 else last
+            levels.append(last)
+        now = levels[-1]
+        table = torch.ones(self.current_epoch + 1, dtype=torch.float32)
+        if math.isfinite(now):
+            known = torch.tensor(levels, dtype=torch.float64)
+            ratio = (now / known).clamp(max=1.0)
+            table = torch.where(torch.isfinite(ratio), ratio, torch.ones_like(ratio)).float()
+        return table.to(self.fitness.device)
+
     # -- key iterations --------------------------------------------------------------------------
-    def _error_level(self, steps: Tensor) -> Tensor:
-        """Smoothed mean training error at the given steps (the error curve, interpolated)."""
-        if not self.error_curve:
-            return torch.ones_like(steps, dtype=torch.float32)
-        curve = torch.tensor(self.error_curve, dtype=torch.float32, device=steps.device)
-        # Smooth with a running mean over ~20 records so one noisy batch does not rescale everyone.
-        window = min(20, curve.shape[0])
-        kernel = torch.ones(1, 1, window, device=steps.device) / window
-        padded = torch.cat([curve[:1, 1].repeat(window - 1), curve[:, 1]])
-        level = torch.nn.functional.conv1d(padded.view(1, 1, -1), kernel).view(-1).clamp_min(1e-12)
-        pos = torch.searchsorted(curve[:, 0].contiguous(), steps.float().contiguous(), right=True) - 1
-        return level[pos.clamp(0, level.numel() - 1)]
+    def ranking_scores(
+        self,
+        stale_correction: bool,
+        reduce_sum: ReduceSum = _identity,
+        unvisited_prior: UnvisitedPrior = "neighbourhood",
+        prior_block: int = 16,
+        with_edges: bool = False,
+    ) -> Tuple[Tensor, Optional[Tensor], Tuple[float, float]]:
+        """(e, h, (sum e, sum h)): every pixel's estimated error now, its edge-weighted error, and their
+        sums over this shard's valid pixels. Masked pixels are -inf in both (never ranked).
+
+        e: stale errors rescaled by ``stale_ratios``, never-visited pixels estimated by
+        ``unvisited_prior``; h = e * edge prior (None unless ``with_edges``). Two passes per image,
+        each over a cache-sized slice, so the cost is O(P) with a small constant.
+        """
+        e = torch.empty(self.num_pixels, dtype=torch.float32, device=self.fitness.device)
+        ratios = self.stale_ratios() if stale_correction else None
+        masked = self.num_valid < self.num_pixels  # masked pixels are NaN: only then are they handled
+        # Pass 1: corrected measured errors, and their total for the global prior.
+        total = 0.0
+        for local in range(self.num_images):
+            start, end = self.image_range(local)
+            out = e[start:end]
+            out.copy_(self.fitness[start:end])
+            if masked:
+                torch.nan_to_num(out, nan=0.0, out=out)
+            if ratios is not None:
+                out.mul_(ratios.index_select(0, self.epoch[start:end].int()))
+            total += float(out.sum())  # never-measured pixels hold 0
+        totals = reduce_sum(torch.tensor([total, float(self.num_measured)], dtype=torch.float64))
+        prior = float(totals[0] / totals[1]) if float(totals[1]) > 0 else 1.0
+        # Pass 2: never-visited estimates, the edge-weighted errors, masked pixels to -inf.
+        h = torch.empty_like(e) if with_edges else None
+        sum_e = sum_h = 0.0
+        for local in range(self.num_images):
+            start, end = self.image_range(local)
+            out = e[start:end]
+            measured = self.epoch[start:end].clamp(max=1).float()  # cheaper than a bool mask
+            if masked:
+                valid = (~torch.isnan(self.fitness[start:end])).float()
+                measured.mul_(valid)
+            if unvisited_prior == "neighbourhood":
+                fill_unmeasured(out, measured, int(self.heights[local]), int(self.widths[local]), prior, prior_block)
+            else:
+                out.addcmul_(torch.full_like(out, prior), 1.0 - measured)
+            if masked:
+                out.mul_(valid)
+            sum_e += float(out.sum())
+            if h is not None:
+                edge = h[start:end]
+                torch.mul(out, self.edges(local), out=edge)
+                sum_h += float(edge.sum())
+            if masked:
+                invalid = valid == 0
+                out.masked_fill_(invalid, -math.inf)
+                if h is not None:
+                    h[start:end].masked_fill_(invalid, -math.inf)
+        return e, h, (sum_e, sum_h)
 
     def corrected_fitness(
         self,
         stale_correction: bool,
-        generator: torch.Generator,
         reduce_sum: ReduceSum = _identity,
         unvisited_prior: UnvisitedPrior = "neighbourhood",
         prior_block: int = 16,
     ) -> Tensor:
-        """Fitness as of now: stale errors rescaled by the error curve, never-visited pixels estimated."""
-        e = self.fitness.float()
-        visited = self.last_step >= 0
-        if stale_correction and bool(visited.any()):
-            now = torch.tensor([self.error_curve[-1][0]], device=e.device) if self.error_curve else None
-            if now is not None:
-                ratio = self._error_level(now) / self._error_level(self.last_step.clamp_min(0))
-                e = torch.where(visited, e * ratio.clamp(max=1.0), e)
-        measured = visited & self.valid
-        seen = e[measured]
-        totals = reduce_sum(torch.tensor([float(seen.sum()), float(seen.numel())], dtype=torch.float64))
-        prior = float(totals[0] / totals[1]) if float(totals[1]) > 0 else 1.0
-        estimate: float | Tensor = prior
-        if unvisited_prior == "neighbourhood":
-            estimate = neighbourhood_estimate(e, measured, self.offsets, self.heights, self.widths, prior, prior_block)
-        jitter = torch.rand(e.shape, generator=generator, device=generator.device).to(e.device)
-        e = torch.where(visited, e, estimate * (1.0 + 1e-3 * jitter))
-        return e
+        """[P] float32 fitness as of now (stale errors rescaled, never-visited pixels estimated); -inf where masked."""
+        return self.ranking_scores(stale_correction, reduce_sum, unvisited_prior, prior_block)[0]
 
     # -- per-step selection ----------------------------------------------------------------------
     def sample_uniform(self, batch_size: int, generator: torch.Generator) -> Tensor:
-        """Uniform over valid pixels: the uniform baseline, a paused selector, or before any ranking."""
-        idx = mutate(self.num_pixels, batch_size, ~self.valid, generator, self.fitness.device)
+        """Uniform over valid pixels: the uniform baseline, a paused selector, or before any ranking. O(batch)."""
+        num_invalid = self.num_pixels - self.num_valid
+        excluded = self.invalid_at if num_invalid else None
+        idx = mutate(self.num_pixels, batch_size, excluded, generator, self.fitness.device, num_invalid)
         return fill(idx, batch_size, generator)
 
     # -- state ---------------------------------------------------------------------------------
-    def get_extra_state(self) -> Dict[str, Any]:
-        return {"error_curve": list(self.error_curve)}
-
-    def set_extra_state(self, state: Dict[str, Any]) -> None:
-        self.error_curve = [tuple(x) for x in state.get("error_curve", [])]
-
     def memory_bytes(self) -> int:
+        """Bytes of the per-pixel buffers plus the per-image geometry."""
         return sum(b.numel() * b.element_size() for b in self.buffers())
 
-    # -- global (unsharded) layout -----------------------------------------------------------
-    def to_global_flat(self, flat: Tensor, global_offsets: Tensor, global_widths: Tensor) -> Tensor:
-        cyx = self.unflatten(flat)
-        return global_offsets[cyx[:, 0]] + cyx[:, 1] * global_widths[cyx[:, 0]] + cyx[:, 2]
-
-    def from_global_flat(self, flat: Tensor, global_offsets: Tensor, global_widths: Tensor) -> Tensor:
-        """Global flat indices -> this store's flat indices, dropping pixels of cameras it does not hold."""
-        flat = flat.long().cpu()
-        camera = torch.searchsorted(global_offsets.cpu(), flat, right=True) - 1
-        keep = self.local_of.cpu()[camera] >= 0
-        flat, camera = flat[keep], camera[keep]
-        rem = flat - global_offsets.cpu()[camera]
-        width = global_widths.cpu()[camera]
-        return self.flat_index(camera, rem // width, rem % width)
+    def bytes_per_pixel(self) -> float:
+        """Per-pixel buffers only: 4 (fp16 fitness + int16 epoch), 5 with visit counts."""
+        per_pixel = [self.fitness, self.epoch] + ([self.visits] if self.visits is not None else [])
+        return sum(b.element_size() for b in per_pixel)
 
 
 def pixel_offsets(counts: Tensor) -> Tensor:
@@ -264,4 +402,3 @@ def fill(idx: Tensor, batch_size: int, generator: torch.Generator) -> Tensor:
         return idx[:batch_size]
     extra = torch.randint(0, idx.numel(), (batch_size - idx.numel(),), generator=generator, device=generator.device)
     return torch.cat([idx, idx[extra.to(idx.device)]])
-

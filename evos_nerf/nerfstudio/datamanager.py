@@ -3,8 +3,10 @@
 Not ParallelDataManager: its sampler runs in a child process that would never see fitness
 updates. Only training batches are EVOS; eval batches stay uniform (nerfstudio's PixelSampler).
 What to train on is decided by ``evos_nerf.core.selector.RaySelector`` (``self.selector``, a
-submodule, so every checkpoint carries the fitness state); this class does data loading, the
-camera <-> pixel index map and the sharding of checkpoints.
+submodule with no persistent state, so ``.to(device)`` moves the store but nerfstudio's
+``step-N.ckpt`` holds only what upstream puts there); this class does data loading and the
+camera <-> pixel index map. The selection state is checkpointed per rank beside nerfstudio's
+checkpoints (``evos_nerf.nerfstudio.evos_checkpoint``).
 
 Distributed runs (torchrun, ``evos_nerf.train``): each rank caches and holds the fitness of only
 its own images (``evos_nerf.core.sharding``).
@@ -12,11 +14,12 @@ its own images (``evos_nerf.core.sharding``).
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+import uuid
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List, Literal, Optional, Tuple, Type, Union
+from typing import Any, Dict, List, Literal, Optional, Tuple, Type, Union
 
 import torch
+import tyro
 from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManager, VanillaDataManagerConfig
 from nerfstudio.data.pixel_samplers import PixelSampler, PixelSamplerConfig
@@ -30,9 +33,8 @@ from torch.utils.data import Subset
 from evos_nerf import distributed
 from evos_nerf.core.selector import RaySelector
 from evos_nerf.core.sharding import assign_shards
-from evos_nerf.core.store import FitnessStore, pixel_offsets
+from evos_nerf.core.store import FitnessStore
 from evos_nerf.errors import UserInputError
-from evos_nerf.nerfstudio import checkpoint_layout
 from evos_nerf.nerfstudio.data_checks import check_scene
 from evos_nerf.nerfstudio.sampler import EvosPixelSampler, EvosPixelSamplerConfig, batch_positions
 
@@ -42,6 +44,9 @@ class EvosDataManagerConfig(VanillaDataManagerConfig):
     _target: Type = field(default_factory=lambda: EvosDataManager)
     pixel_sampler: EvosPixelSamplerConfig = field(default_factory=EvosPixelSamplerConfig)
     """EVOS selection settings (train batches only)."""
+    selection_counts: tyro.conf.Suppress[bool] = True
+    """Keep per-pixel selection counts (+1 byte per training pixel) for the selection-count maps; the
+    trainer sets it from --pipeline.inspection.selection-counts."""
 
 
 class EvosDataManager(VanillaDataManager):
@@ -67,9 +72,13 @@ class EvosDataManager(VanillaDataManager):
         """Camera indices held by each rank (one list on a single process)."""
         self.batch_sizes: set = set()
         """Distinct training batch sizes seen (checked by the distributed tests)."""
-        self._checkpoint_state: Optional[Dict[str, Any]] = None
+        self.camera_sizes: List[Tuple[int, int]] = []
+        """(H, W) of every training camera: the dataset fingerprint of the EVOS checkpoints."""
+        self.run_id = ""
+        """Identity of the run, shared by its nerfstudio and EVOS checkpoints (a resume keeps it)."""
+        self.checkpoint_run_id: Optional[str] = None
+        """The run identity of the nerfstudio checkpoint loaded, if it has one."""
         super().__init__(config, device, test_mode, world_size, local_rank, **kwargs)
-        self._register_state_dict_hook(_emit_global_state)
 
     def setup_train(self):
         """VanillaDataManager.setup_train, caching only this rank's images, then the selector."""
@@ -77,9 +86,9 @@ class EvosDataManager(VanillaDataManager):
         if len(cameras) == 0:
             raise UserInputError(f"no training images in {self.config.data}: the train split is empty")
         sizes = [(int(h), int(w)) for h, w in zip(cameras.height.view(-1), cameras.width.view(-1))]
-        self.global_widths = torch.tensor([w for _, w in sizes], dtype=torch.long)
-        self.global_offsets = pixel_offsets(torch.tensor([h * w for h, w in sizes], dtype=torch.long))
+        self.camera_sizes = sizes
         rank, world = distributed.get_rank(), distributed.get_world_size()
+        self.run_id = _agreed_run_id()
         self.shards = assign_shards([h * w for h, w in sizes], world)
         own = self.shards[rank]
         CONSOLE.print("Setting up training dataset...")
@@ -96,7 +105,8 @@ class EvosDataManager(VanillaDataManager):
         cfg = self.config.pixel_sampler
         seed = cfg.seed + rank if cfg.seed is not None else int(torch.randint(0, 2**62, (1,)).item())
         dtype = torch.float16 if cfg.fitness_dtype == "float16" else torch.float32
-        store = FitnessStore([sizes[c] for c in own], dtype, cameras=own, num_cameras=len(sizes))
+        store = FitnessStore([sizes[c] for c in own], dtype, cameras=own, num_cameras=len(sizes),
+                             track_visits=self.config.selection_counts)
         generator = torch.Generator(device="cpu").manual_seed(seed)  # train_loop seeded torch per rank
         self.selector = RaySelector(cfg, store, self.config.train_num_rays_per_batch, generator)
         self._initialise_selector()
@@ -104,11 +114,13 @@ class EvosDataManager(VanillaDataManager):
         shard = f" (rank {rank}'s shard of {world})" if world > 1 else ""
         CONSOLE.print(
             f"EVOS fitness store{shard}: {store.num_images} images, {store.num_pixels:,} pixels, "
-            f"{store.memory_bytes() / 2**20:.1f} MiB ({cfg.fitness_dtype} fitness), strategy {cfg.strategy}"
+            f"{store.memory_bytes() / 2**20:.1f} MiB, strategy {cfg.strategy}"
         )
+        counts = ", uint8 selection count" if store.track_visits else ""
+        CONSOLE.print(f"EVOS per pixel: {store.bytes_per_pixel():g} bytes ({cfg.fitness_dtype} fitness, int16 epoch{counts})")
 
     def _initialise_selector(self) -> None:
-        """Edge prior and masks from the cached images of this rank's cameras."""
+        """Edge prior and masks from the cached images of this rank's cameras (kept by reference)."""
         batch = self.train_image_dataloader.cached_collated_batch
         order = {int(cam): pos for pos, cam in enumerate(batch["image_idx"].tolist())}
         own = self.selector.store.cameras.tolist()
@@ -154,43 +166,43 @@ class EvosDataManager(VanillaDataManager):
         return self.selector.store.owns(camera)
 
     def fitness_map(self, camera: int) -> Tensor:
-        """[H, W] cached error of one training camera (0 where never visited)."""
+        """[H, W] cached error of one training camera (0 where never visited or masked)."""
         store = self.selector.store
         fitness = store.image_view(store.fitness, camera).float()
-        visited = store.image_view(store.last_step, camera) >= 0
+        visited = store.image_view(store.epoch, camera) > 0
         return torch.where(visited, fitness, torch.zeros_like(fitness)).cpu()
 
+    @property
+    def has_selection_counts(self) -> bool:
+        return hasattr(self, "selector") and self.selector.store.track_visits
+
     def selection_count_map(self, camera: int) -> Tensor:
-        """[H, W] how often each pixel of one training camera was trained."""
+        """[H, W] how often each pixel of one training camera was trained (saturates at 255)."""
         store = self.selector.store
+        if store.visits is None:
+            raise RuntimeError("selection counts are off (--pipeline.inspection.selection-counts)")
         return store.image_view(store.visits, camera).float().cpu()
 
-    # -- checkpoints: the global store in, this rank's shard out ----------------------------------
-    @contextmanager
-    def gathered_for_checkpoint(self) -> Iterator[None]:
-        """Collective: gather every rank's shard so that rank 0's state dict holds the global store.
+    # -- the run identity in nerfstudio's checkpoint (the EVOS state lives beside it) ------------------
+    def get_extra_state(self) -> Dict[str, Any]:
+        return {"evos_run_id": self.run_id}
 
-        Call on every rank around a save; a no-op on one process (the store is already global).
-        """
-        if not distributed.is_distributed():
-            yield
-            return
-        self._checkpoint_state = checkpoint_layout.gather_global_state(self.selector, self.global_offsets, self.global_widths)
-        try:
-            yield
-        finally:
-            self._checkpoint_state = None
+    def set_extra_state(self, state: Dict[str, Any]) -> None:
+        saved = state.get("evos_run_id") if isinstance(state, dict) else None
+        self.checkpoint_run_id = str(saved) if saved else None
+        self.run_id = self.checkpoint_run_id or self.run_id  # a resumed run keeps its identity
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
-        own = prefix + "selector."
-        if hasattr(self, "selector") and own + "store.fitness" in state_dict:
-            checkpoint_layout.check_global_store(state_dict, own, self.global_offsets)
-            checkpoint_layout.shard_state_dict(state_dict, own, self.selector.store, self.global_offsets, self.global_widths)
+        # Checkpoints written before the EVOS state moved out of step-N.ckpt hold it under selector.*
+        # and have no run identity: the model still loads (ns-eval, ns-viewer); a resume asks for the
+        # EVOS state and says what is missing.
+        for key in [k for k in state_dict if k.startswith(prefix + "selector.")]:
+            del state_dict[key]
+        state_dict.setdefault(prefix + "_extra_state", {})
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
 
 
-def _emit_global_state(module: EvosDataManager, state_dict: Dict[str, Any], prefix: str, local_metadata) -> None:
-    """State-dict hook: while a checkpoint is being written, replace the shard with the global state."""
-    if module._checkpoint_state:
-        for name, value in module._checkpoint_state.items():
-            state_dict[prefix + "selector." + name] = value
+def _agreed_run_id() -> str:
+    """A fresh random run identity, the same on every rank (rank 0's)."""
+    value = torch.tensor([uuid.uuid4().int >> 66], dtype=torch.int64)  # 62 random bits
+    return f"{int(distributed.broadcast(value)[0]):016x}"

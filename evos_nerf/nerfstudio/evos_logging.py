@@ -17,6 +17,9 @@ from nerfstudio.utils import comms, writer
 from evos_nerf.heatmaps import histogram_image
 from evos_nerf.nerfstudio.inspection import EvosInspectionConfig, camera_heatmaps, evenly_spaced
 
+POOL_SAMPLE = 65536
+"""Pool members whose mean fitness is logged at each key iteration (listing all would cost a pass)."""
+
 if TYPE_CHECKING:
     from evos_nerf.nerfstudio.datamanager import EvosDataManager
     from evos_nerf.nerfstudio.pipeline import EvosPipeline
@@ -51,7 +54,9 @@ def log_key_iteration(dm: "EvosDataManager", step: int) -> None:
     writer.put_scalar("EVOS/mean_fitness", stats["fitness_mean"], step)
     writer.put_scalar("EVOS/p99_fitness", stats["fitness_p99"], step)
     if selector.pool is not None and selector.pool.size:
-        writer.put_scalar("EVOS/pool_mean_fitness", float(selector.store.fitness[selector.pool.indices].float().mean()), step)
+        # A sample of the pool, drawn with its own generator: logging must not change the selection.
+        members = selector.pool.sample(POOL_SAMPLE, torch.Generator().manual_seed(step))
+        writer.put_scalar("EVOS/pool_mean_fitness", float(selector.store.fitness[members].float().mean()), step)
 
 
 def image_logging_enabled(attrs: TrainingCallbackAttributes) -> bool:

@@ -8,7 +8,7 @@ bright camera really has more error (or was trained more often) than a dark one.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Dict, List, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Dict, List, Literal, Sequence
 
 from torch import Tensor
 
@@ -39,6 +39,10 @@ class EvosInspectionConfig:
     thumbnail_seconds: float = 2.0
     """Minimum wall-clock time between heatmap thumbnail refreshes (at key iterations), so large
     captures do not spend their training time re-encoding hundreds of thumbnails."""
+    selection_counts: Literal["auto", "on", "off"] = "auto"
+    """Per-pixel selection counts for the selection-count maps: +1 byte per training pixel on top of
+    the store's 4. auto keeps them when the viewer's EVOS panel (--vis viewer*, the ns-train
+    default) or image logging (--vis tensorboard / wandb / comet) can show them."""
 
     def validate(self) -> "EvosInspectionConfig":
         if self.steps_per_log_images < 0:
@@ -48,8 +52,29 @@ class EvosInspectionConfig:
         return self
 
 
+def wants_selection_counts(config: EvosInspectionConfig, trainer_config: Any) -> bool:
+    """Whether the run keeps selection counts: on, off, or (auto) when the panel or image logs can show them."""
+    if config.selection_counts != "auto":
+        return config.selection_counts == "on"
+    viewer = trainer_config.is_viewer_enabled() or trainer_config.is_viewer_legacy_enabled()
+    writer = trainer_config.is_tensorboard_enabled() or trainer_config.is_wandb_enabled() or trainer_config.is_comet_enabled()
+    logs = writer and config.steps_per_log_images > 0 and config.num_log_cameras > 0
+    return (viewer and config.viewer_panel) or logs
+
+
+def resolve_selection_counts(trainer_config: Any) -> None:
+    """Tell the datamanager whether to keep selection counts (EvosTrainer.setup, before the pipeline exists)."""
+    pipeline = trainer_config.pipeline
+    inspection = getattr(pipeline, "inspection", None)
+    if isinstance(inspection, EvosInspectionConfig) and hasattr(pipeline.datamanager, "selection_counts"):
+        pipeline.datamanager.selection_counts = wants_selection_counts(inspection, trainer_config)
+
+
 def raw_maps(dm: "EvosDataManager", cameras: Sequence[int], kind: MapKind) -> Dict[int, Tensor]:
-    """[H, W] fitness or selection counts of each camera (cameras of other ranks are skipped)."""
+    """[H, W] fitness or selection counts of each camera (cameras of other ranks are skipped; no
+    selection counts when they are off)."""
+    if kind == "selection count" and not dm.has_selection_counts:
+        return {}
     read = dm.fitness_map if kind == "fitness" else dm.selection_count_map
     return {c: read(c) for c in cameras if dm.owns_camera(c)}
 

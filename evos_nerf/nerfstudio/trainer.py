@@ -1,5 +1,5 @@
-"""nerfstudio's Trainer, with checkpoints that are never half-written, never NaN and hold the whole
-fitness state, and with the run's flags and the checkpoint to resume from checked up front.
+"""nerfstudio's Trainer, with checkpoints that are never half-written and never NaN, the EVOS state
+saved per rank beside them, and the run's flags and the checkpoint to resume from checked up front.
 
 Saving: upstream ``torch.save``s straight to ``step-N.ckpt`` and then deletes older checkpoints,
 so a run killed mid-save can leave only a truncated file. Here the same state goes to a
@@ -9,9 +9,10 @@ line and leaves the previous checkpoint as it was. Temporaries of a save that wa
 removed at the next start and save. As upstream, only the latest checkpoint is kept unless
 ``--save-only-latest-checkpoint False``.
 
-Upstream saves on rank 0 only. In a distributed run rank 0 holds just its shard of the fitness
-store, so every rank first takes part in gathering the shards (a collective), then rank 0 writes
-one checkpoint with the global store; any world size can resume from it.
+``step-N.ckpt`` holds what upstream puts there (model, optimizers, schedulers, scaler), written by
+rank 0. The EVOS selection state is written by every rank, for its own shard, through
+torch.distributed.checkpoint into ``<run>/evos_state/step-N`` (``evos_nerf.nerfstudio.evos_checkpoint``)
+just before, and loaded back on any world size after ``step-N.ckpt`` is.
 
 Resuming: ``--load-dir`` / ``--load-step`` / ``--load-checkpoint`` are resolved before any data
 is loaded, and a missing, empty or wrong folder, a truncated file or a checkpoint of another
@@ -23,7 +24,6 @@ from __future__ import annotations
 import errno
 import re
 import shutil
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Literal, Optional, Type
@@ -35,6 +35,8 @@ from nerfstudio.utils.rich_utils import CONSOLE
 
 from evos_nerf.errors import CheckpointWriteError, NonFiniteLossError, UserInputError
 from evos_nerf.io import atomic_path
+from evos_nerf.nerfstudio import evos_checkpoint
+from evos_nerf.nerfstudio.inspection import resolve_selection_counts
 
 CHECKPOINT_NAME = re.compile(r"^step-(\d+)\.ckpt$")
 """What nerfstudio writes (``step-{step:09d}.ckpt``) and what --load-dir looks for."""
@@ -170,6 +172,7 @@ class EvosTrainer(Trainer):
 
     def setup(self, test_mode: Literal["test", "val", "inference"] = "val") -> None:
         self._remove_temporaries()
+        resolve_selection_counts(self.config)  # per-pixel selection counts only when something shows them
         super().setup(test_mode)
 
     @check_main_thread
@@ -201,6 +204,7 @@ class EvosTrainer(Trainer):
                 "was trained with (its run's config.yml)"
             ) from None
         CONSOLE.print(f"Done loading Nerfstudio checkpoint from {path}")
+        evos_checkpoint.load_for_trainer(self, path)
 
     def train(self) -> None:
         try:
@@ -222,10 +226,10 @@ class EvosTrainer(Trainer):
             return "no checkpoint was written"
         return f"nothing was saved after the last good checkpoint, {saved[max(saved)]}"
 
-    def save_checkpoint(self, step: int) -> None:  # every rank: the gather is a collective
-        gathered = getattr(self.pipeline.datamanager, "gathered_for_checkpoint", None)
-        with gathered() if gathered is not None else nullcontext():
-            self._write_checkpoint(step)
+    def save_checkpoint(self, step: int) -> None:  # every rank: the EVOS state is a collective save
+        evos_checkpoint.save_for_trainer(self, step)
+        self._write_checkpoint(step)
+        evos_checkpoint.finish_for_trainer(self, step)
 
     @check_main_thread
     def _write_checkpoint(self, step: int) -> None:

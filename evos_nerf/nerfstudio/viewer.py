@@ -110,8 +110,10 @@ class EvosPanel(nn.Module):
             cb_hook=self._on_pause,
             hint="Sample uniformly while ticked (fitness is still recorded)",
         )
+        # Selection counts exist only when kept (--pipeline.inspection.selection-counts).
+        shown = [c for c in CAMERA_IMAGES if c != "selection count" or getattr(datamanager, "has_selection_counts", False)]
         self.camera_images = ViewerDropdown(
-            "Camera images", config.camera_images, list(CAMERA_IMAGES),
+            "Camera images", config.camera_images if config.camera_images in shown else "RGB", shown,
             cb_hook=lambda _: self.show_camera_images(),
             hint="What the training-camera frustums show; heatmaps refresh at key iterations",
         )

@@ -1,0 +1,56 @@
+"""Packed membership bits: one bit per pixel (the candidate pool's membership, in memory and on disk).
+
+Bit ``i % 8`` of byte ``i // 8`` is entry i (numpy's ``packbits(bitorder="little")``), so a slice
+of whole bytes is the membership of a slice of entries.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+_WEIGHTS = torch.tensor([1, 2, 4, 8, 16, 32, 64, 128], dtype=torch.uint8)
+_CHUNK = 1 << 23  # entries per packing chunk (a multiple of 8)
+
+
+def num_bytes(n: int) -> int:
+    return (int(n) + 7) // 8
+
+
+def pack_bits(mask: Tensor) -> Tensor:
+    """[n] bool -> [ceil(n / 8)] uint8."""
+    mask = mask.reshape(-1)
+    n = mask.numel()
+    out = torch.empty(num_bytes(n), dtype=torch.uint8, device=mask.device)
+    weights = _WEIGHTS.to(mask.device)
+    for start in range(0, n, _CHUNK):
+        end = min(start + _CHUNK, n)
+        part = mask[start:end]
+        if part.numel() % 8:
+            part = torch.cat([part, part.new_zeros(8 - part.numel() % 8)])
+        bytes_ = part.view(-1, 8).view(torch.uint8)
+        out[start // 8 : start // 8 + bytes_.shape[0]] = (bytes_ * weights).sum(1, dtype=torch.uint8)
+    return out
+
+
+def unpack_bits(packed: Tensor, n: int) -> Tensor:
+    """[ceil(n / 8)] uint8 -> [n] bool."""
+    if packed.numel() != num_bytes(n):
+        raise ValueError(f"{packed.numel()} bytes cannot hold exactly {n} bits")
+    bits = (packed.reshape(-1, 1) & _WEIGHTS.to(packed.device)) != 0
+    return bits.reshape(-1)[:n]
+
+
+def bits_of_indices(indices: Tensor, n: int) -> Tensor:
+    """Packed bits with the given (distinct) entries set. O(len(indices))."""
+    packed = torch.zeros(num_bytes(n), dtype=torch.uint8, device=indices.device)
+    indices = indices.long()
+    # Distinct entries set distinct bits, so adding the bit values is the same as OR-ing them.
+    packed.index_add_(0, indices >> 3, (_WEIGHTS.to(indices.device)[indices & 7]))
+    return packed
+
+
+def bits_at(packed: Tensor, indices: Tensor) -> Tensor:
+    """Whether each entry is set: [R] bool, O(R)."""
+    indices = indices.to(packed.device).long()
+    return (packed[indices >> 3] & _WEIGHTS.to(packed.device)[indices & 7]) != 0
