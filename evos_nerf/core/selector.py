@@ -78,8 +78,9 @@ class SelectorConfig:
     toward their image's mean) or mean (the global mean error)."""
     prior_block: int = 16
     """Block size in pixels for the neighbourhood prior."""
-    refresh_budget: int = 4096
-    """Rays re-measured (no-grad) at each key iteration: the stalest members of the pool."""
+    refresh_budget: Optional[int] = None
+    """Rays re-measured (no-grad) at each key iteration: the stalest members of the pool. None: one
+    training batch, so the cost stays a fixed share of training whatever the batch size."""
     importance_weights: float = 0.0
     """Exponent a of the loss weight (M q)^-a of each ray drawn with probability q among M pixels:
     0 trains on the selected pixels as they are (EVOS), 1 is unbiased importance sampling."""
@@ -120,7 +121,9 @@ class SelectorConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise UserInputError(f"{prefix}{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        non_negative = ("refresh_budget", "softmining_warmup", "importance_weights", "importance_warmup", "softmining_alpha")
+        if self.refresh_budget is not None and self.refresh_budget < 0:
+            raise UserInputError(f"{prefix}refresh-budget must be >= 0, got {self.refresh_budget}")
+        non_negative = ("softmining_warmup", "importance_weights", "importance_warmup", "softmining_alpha")
         for name in non_negative:
             value = getattr(self, name)
             if not (value >= 0 and math.isfinite(value)):
@@ -330,9 +333,10 @@ class RaySelector(nn.Module):
         measured = self._sum(float(store.num_measured))
         if c.strategy in ("evos", "topk") and float(measured[0]) == 0:
             return  # nothing measured yet: keep sampling uniformly until the next key iteration
-        if measure is not None and c.refresh_budget > 0 and c.strategy in ("evos", "topk") and self.pool is not None:
+        budget = self.batch_size if c.refresh_budget is None else c.refresh_budget
+        if measure is not None and budget > 0 and c.strategy in ("evos", "topk") and self.pool is not None:
             start = time.perf_counter()
-            stale = self.pool.stalest(c.refresh_budget, self.generator)
+            stale = self.pool.stalest(budget, self.generator)
             if stale.numel():
                 errors = measure(store.unflatten(stale).cpu())
                 self.skipped_errors += store.update(stale, errors, trained=False)
