@@ -1,6 +1,7 @@
 """The CLI as a user runs it: one-line errors for bad input, outputs on disk for good input."""
 
 import json
+import math
 import subprocess
 import sys
 
@@ -58,7 +59,16 @@ def test_nan_loss_is_reported_with_its_step(tmp_path):
     assert_one_line_error(proc, 1, "loss became", "at step")
 
 
-@pytest.mark.parametrize("mode", ["L", "RGBA", "LA", "P", "I;16"])
+CONVERSION_NOTE = {
+    "L": "grayscale expanded to RGB",
+    "RGBA": "RGBA composited on white",
+    "LA": "gray+alpha composited on white",
+    "P": "P image converted to",
+    "I;16": "16-bit values scaled to [0, 1]",
+}
+
+
+@pytest.mark.parametrize("mode", list(CONVERSION_NOTE))
 def test_grayscale_and_alpha_images_are_converted_and_fit(tmp_path, mode):
     rng = np.random.default_rng(0)
     if mode == "I;16":
@@ -71,8 +81,10 @@ def test_grayscale_and_alpha_images_are_converted_and_fit(tmp_path, mode):
     assert proc.returncode == 0, proc.stderr
     run_dir = tmp_path / "out" / path.stem / "evos"
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["final"]["psnr"] > 0
-    assert metrics["input_note"]
+    assert math.isfinite(metrics["final"]["psnr"])
+    assert CONVERSION_NOTE[mode] in metrics["input_note"]  # the conversion itself, not only the resize
+    with Image.open(run_dir / "reconstruction.png") as rec:
+        assert rec.size == (24, 24) and rec.mode == "RGB"
 
 
 def test_fit_writes_metrics_reconstruction_heatmap_and_plot(tmp_path):

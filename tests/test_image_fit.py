@@ -27,9 +27,10 @@ def test_fitting_raises_psnr_well_above_the_start(small_image, strategy):
 def test_every_strategy_trains_and_records_selection(small_image):
     for strategy in ("uniform", "evos-nocfs", "int", "int-dense", "expansive"):
         fitter = ImageFitter(small_image, strategy, 30, EvolutionConfig(), BackboneConfig(width=32))
+        untrained = psnr(fitter.reconstruct(), small_image.rgb)  # ~10 dB: the bar to clear
         history = list(fitter.run(30, log_every=30))
         result = fitter.finish()
-        assert history[-1].psnr > 10.0
+        assert history[-1].psnr > untrained + 0.5, (strategy, untrained, history[-1].psnr)
         assert result.selection_counts.shape == (48, 48)
         # r = 0.5: about half of all pixel-steps were trained
         assert 0.4 < float(result.selection_counts.sum()) / (30 * 48 * 48) < 0.6, strategy
