@@ -87,3 +87,15 @@ def test_bad_sampler_settings_are_named():
                          ({"fisheye_crop_radius": 0.5}, "fisheye-crop-radius")):
         with pytest.raises(UserInputError, match=name):
             EvosPixelSamplerConfig(**kwargs).validate()
+
+
+def test_a_resumed_run_schedules_key_iterations_over_its_real_last_step():
+    """nerfstudio 1.1.5 trains max_num_iterations more steps after --load-dir: 40 + 10 here."""
+    from types import SimpleNamespace
+
+    from evos_nerf.nerfstudio.datamanager import EvosDataManager
+
+    dm = SimpleNamespace(selector=SimpleNamespace(total_steps=1))
+    trainer = SimpleNamespace(_start_step=40, config=SimpleNamespace(max_num_iterations=10))
+    EvosDataManager.get_training_callbacks(dm, SimpleNamespace(trainer=trainer))
+    assert dm.selector.total_steps == 50

@@ -19,13 +19,15 @@ from typing import List, Sequence
 
 import torch
 
+from evos_nerf.errors import UserInputError
+
 
 def assign_shards(pixel_counts: Sequence[int], world_size: int) -> List[List[int]]:
     """Camera indices per rank: disjoint, covering every camera, balanced by pixel count."""
     if world_size < 1:
-        raise ValueError(f"world size must be >= 1, got {world_size}")
+        raise UserInputError(f"world size must be >= 1, got {world_size}")
     if len(pixel_counts) < world_size:
-        raise ValueError(
+        raise UserInputError(
             f"{len(pixel_counts)} training images cannot be sharded over {world_size} ranks: "
             "every rank needs at least one image (use fewer processes)"
         )

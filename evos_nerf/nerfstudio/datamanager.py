@@ -153,7 +153,12 @@ class EvosDataManager(VanillaDataManager):
         return batch["image"][pos, indices[:, 1], indices[:, 2]]
 
     def get_training_callbacks(self, attrs: TrainingCallbackAttributes) -> List[TrainingCallback]:
-        self.selector.total_steps = max(1, int(attrs.trainer.config.max_num_iterations))
+        """The selector's schedules span the run's last step: nerfstudio 1.1.5 trains
+        ``max_num_iterations`` *more* steps after a resume (the trainer loads before this call)."""
+        trainer = attrs.trainer
+        start = int(getattr(trainer, "_start_step", 0)) if trainer is not None else 0
+        iterations = int(trainer.config.max_num_iterations) if trainer is not None else self.selector.total_steps
+        self.selector.total_steps = max(1, start + iterations)
         return []
 
     # -- inspection (viewer, loggers) -----------------------------------------------------------
