@@ -102,7 +102,7 @@ def test_heatmaps_have_the_camera_resolution_are_finite_and_change_with_training
         changed = [c for c in cameras if not torch.equal(before[kind][c], after[kind][c])]
         assert changed, f"{kind} heatmaps did not change after 12 training steps"
     # The raw maps behind them: selection counts add up to the rays trained.
-    total_visits = sum(float(dm.selection_count_map(c).sum()) for c in cameras)
+    total_visits = sum(float(dm.selector.store.selection_count_map(c).sum()) for c in cameras)
     assert total_visits == 15 * BATCH
 
 

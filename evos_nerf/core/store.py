@@ -162,6 +162,18 @@ class FitnessStore(nn.Module):
         start, end = self.image_range(local)
         return values[start:end].reshape(int(self.heights[local]), int(self.widths[local]))
 
+    def fitness_map(self, camera: int) -> Tensor:
+        """[H, W] cached error of one training camera on the CPU (0 where never measured or masked)."""
+        fitness = self.image_view(self.fitness, camera).float()
+        measured = self.image_view(self.epoch, camera) > 0
+        return torch.where(measured & torch.isfinite(fitness), fitness, torch.zeros_like(fitness)).cpu()
+
+    def selection_count_map(self, camera: int) -> Tensor:
+        """[H, W] how often each pixel of one training camera was trained (saturates at 255)."""
+        if self.visits is None:
+            raise RuntimeError("selection counts are off (--pipeline.inspection.selection-counts)")
+        return self.image_view(self.visits, camera).float().cpu()
+
     # -- validity --------------------------------------------------------------------------------
     @property
     def valid(self) -> Tensor:

@@ -166,27 +166,9 @@ class EvosDataManager(VanillaDataManager):
     def controls(self):
         return self.selector.controls
 
-    def owns_camera(self, camera: int) -> bool:
-        """Whether this rank holds the camera's fitness (always, on one process)."""
-        return self.selector.store.owns(camera)
-
-    def fitness_map(self, camera: int) -> Tensor:
-        """[H, W] cached error of one training camera (0 where never visited or masked)."""
-        store = self.selector.store
-        fitness = store.image_view(store.fitness, camera).float()
-        visited = store.image_view(store.epoch, camera) > 0
-        return torch.where(visited, fitness, torch.zeros_like(fitness)).cpu()
-
     @property
     def has_selection_counts(self) -> bool:
         return hasattr(self, "selector") and self.selector.store.track_visits
-
-    def selection_count_map(self, camera: int) -> Tensor:
-        """[H, W] how often each pixel of one training camera was trained (saturates at 255)."""
-        store = self.selector.store
-        if store.visits is None:
-            raise RuntimeError("selection counts are off (--pipeline.inspection.selection-counts)")
-        return store.image_view(store.visits, camera).float().cpu()
 
     # -- the run identity in nerfstudio's checkpoint (the EVOS state lives beside it) ------------------
     def get_extra_state(self) -> Dict[str, Any]:

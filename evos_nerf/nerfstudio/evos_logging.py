@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 def log_images(dm: "EvosDataManager", config: EvosInspectionConfig, step: int) -> List[str]:
     """Queue the maps and the histogram for the writer; returns the image names (for tests and logs)."""
-    owned = [c for c in range(dm.selector.store.num_cameras) if dm.owns_camera(c)]
+    owned = [c for c in range(dm.selector.store.num_cameras) if dm.selector.store.owns(c)]
     cameras = evenly_spaced(owned, config.num_log_cameras)
     names = []
     for kind, tag in (("fitness", "fitness"), ("selection count", "selection_count")):

@@ -75,8 +75,9 @@ def raw_maps(dm: "EvosDataManager", cameras: Sequence[int], kind: MapKind) -> Di
     selection counts when they are off)."""
     if kind == "selection count" and not dm.has_selection_counts:
         return {}
-    read = dm.fitness_map if kind == "fitness" else dm.selection_count_map
-    return {c: read(c) for c in cameras if dm.owns_camera(c)}
+    store = dm.selector.store
+    read = store.fitness_map if kind == "fitness" else store.selection_count_map
+    return {c: read(c) for c in cameras if store.owns(c)}
 
 
 def camera_heatmaps(dm: "EvosDataManager", cameras: Sequence[int], kind: MapKind) -> Dict[int, Tensor]:
