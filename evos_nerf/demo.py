@@ -19,12 +19,13 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Tuple
 
 import tyro
 from rich.console import Console
 from rich.table import Table
 
+from evos_nerf.curves import reach
 from evos_nerf.io import atomic_path, write_json
 from evos_nerf.nerfstudio.presets import Budget, blender_run_config
 from evos_nerf.scene import make_scene
@@ -138,19 +139,6 @@ def plot(results: List[Result], path: Path, title: str) -> None:
     fig.tight_layout()
     with atomic_path(path) as tmp:
         canvas.print_png(str(tmp))
-
-
-def reach(history: List[Dict[str, float]], target: float, key: str) -> Optional[float]:
-    """``key`` (step or train_seconds) where test PSNR first reaches ``target``, linear between evaluations."""
-    prev = None
-    for h in history:
-        if h["psnr"] >= target:
-            if prev is None:
-                return float(h[key])
-            frac = (target - prev["psnr"]) / max(h["psnr"] - prev["psnr"], 1e-9)
-            return prev[key] + frac * (h[key] - prev[key])
-        prev = h
-    return None
 
 
 def report(results: List[Result], args: Demo) -> Table:

@@ -11,32 +11,10 @@ import statistics
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
+from evos_nerf.curves import reach, value_at
+
 BASELINES = ("errormap", "softmining", "topk")
 """The samplers a user would pick instead of EVOS (besides uniform)."""
-
-
-def reach(history: List[Dict[str, float]], target: float, key: str) -> Optional[float]:
-    """``key`` (train_seconds or step) when test PSNR first reaches target, linear between evals."""
-    prev = None
-    for h in history:
-        if h["psnr"] >= target:
-            if prev is None:
-                return float(h[key])
-            frac = (target - prev["psnr"]) / max(h["psnr"] - prev["psnr"], 1e-9)
-            return prev[key] + frac * (h[key] - prev[key])
-        prev = h
-    return None
-
-
-def value_at(history: List[Dict[str, float]], key: str, at: float, metric: str) -> float:
-    """``metric`` interpolated linearly at ``key`` == at (clamped to the measured range)."""
-    points = [(h[key], h[metric]) for h in history]
-    if at <= points[0][0]:
-        return points[0][1]
-    for (x0, y0), (x1, y1) in zip(points, points[1:]):
-        if x0 <= at <= x1:
-            return y0 + (y1 - y0) * (at - x0) / max(x1 - x0, 1e-12)
-    return points[-1][1]
 
 
 def plateau_rise(history: List[Dict[str, float]]) -> float:

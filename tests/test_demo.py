@@ -20,14 +20,6 @@ def test_evaluation_steps_are_spread_over_the_budget_and_end_at_the_last_step():
     assert demo.eval_steps(3, 10) == [0, 1, 2]
 
 
-def test_where_evos_reaches_a_psnr_is_interpolated_between_evaluations():
-    history = [{"step": 60, "train_seconds": 40.0, "psnr": 18.0}, {"step": 120, "train_seconds": 80.0, "psnr": 21.0}]
-    assert demo.reach(history, 20.0, "step") == pytest.approx(100)
-    assert demo.reach(history, 20.0, "train_seconds") == pytest.approx(200 / 3)
-    assert demo.reach(history, 17.0, "step") == 60
-    assert demo.reach(history, 22.0, "step") is None
-
-
 @pytest.mark.slow
 def test_demo_trains_uniform_and_evos_on_the_same_budget_and_compares_them(tmp_path, capsys):
     backend = matplotlib.get_backend()
