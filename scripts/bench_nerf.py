@@ -75,6 +75,7 @@ class Run:
 
 
 VARIANTS = {
+    "crossover": {"crossover": "select"},
     "no-crossover": {"crossover": "none"},
     "no-stale-correction": {"stale_correction": False},
     "mean-prior": {"unvisited_prior": "mean"},
@@ -85,7 +86,7 @@ VARIANTS = {
     "step": {"ratio_schedule": "step"},
     "cosine": {"ratio_schedule": "cosine"},
 }
-"""Ablation suffixes: ``evos:no-crossover``, ``evos:step+weighted`` (joined with ``+``)."""
+"""Ablation suffixes: ``evos:crossover``, ``evos:step+weighted`` (joined with ``+``)."""
 
 
 def strategy_overrides(name: str, cfg) -> None:

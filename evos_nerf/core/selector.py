@@ -69,8 +69,10 @@ class SelectorConfig:
     mutation_schedule: schedules.MutationSchedule = "constant"
     mutation_base: schedules.MutationBase = "initial"
     """initial: m = alpha * r0 (official code); current: m = alpha * r_t (paper text)."""
-    crossover: CrossoverMethod = "select"
-    """Frequency-guided crossover of error and edge-weighted error: select, add, none."""
+    crossover: CrossoverMethod = "none"
+    """Frequency-guided crossover of error and edge-weighted error: select, add, none. Off by default
+    on rays: the edge prior is static, so on real captures it keeps the pool on high-frequency pixels
+    whose error is not learnable (blur, misregistration); see the README's real-capture benchmark."""
     stale_correction: bool = True
     """Rescale cached errors by how much the mean training error fell since they were measured."""
     unvisited_prior: UnvisitedPrior = "neighbourhood"
