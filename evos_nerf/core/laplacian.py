@@ -65,3 +65,41 @@ def laplacian_squared(rgb: Tensor) -> Tensor:
 def laplacian_fitness(pred01: Tensor, target_laplacian: Tensor, lam: float = DEFAULT_LAMBDA) -> Tensor:
     """Per-pixel high-frequency error l = lambda * (Lap(pred) - Lap(gt))^2, shape [H, W]."""
     return lam * (laplacian_of_rgb(pred01) - target_laplacian) ** 2
+
+
+# -- CFS at selected pixels (EVOS §2.6 on non-key iterations) ------------------------------------
+# The official code scatters the fresh predictions into the last full prediction (a pseudo-full
+# RGB image), decodes it, converts it to grayscale, convolves it and keeps the Laplacian at the
+# selected pixels. Grayscale is per pixel, so the stale pixels' grayscale can be kept from the last
+# full prediction and only the selected pixels' recomputed: the pseudo-full image shrinks to one
+# zero-bordered grayscale plane, whose stencil is four shifted adds.
+
+_GRAY_R, _GRAY_G, _GRAY_B = 0.2989, 0.587, 0.114
+
+
+def gray_255_rows(rgb01: Tensor) -> Tensor:
+    """[K, 3] pixels in [0, 1] -> [K] grayscale in [0, 255], per pixel exactly as ``gray_255``.
+
+    Same clamp, scale and torchvision weights in the same order, so a pixel gets the same float.
+    """
+    rgb255 = rgb01.clamp(0.0, 1.0) * 255.0
+    return _GRAY_R * rgb255[:, 0] + _GRAY_G * rgb255[:, 1] + _GRAY_B * rgb255[:, 2]
+
+
+def bordered(plane: Tensor) -> Tensor:
+    """[H, W] -> [H + 2, W + 2] copy with a zero border: the stencil's zero padding."""
+    return F.pad(plane, (1, 1, 1, 1))
+
+
+def bordered_index(indices: Tensor, width: int) -> Tensor:
+    """Row-major pixel indices of an [H, W] image -> flat indices into its ``bordered`` plane."""
+    return indices + (indices // width) * 2 + (width + 3)
+
+
+def laplacian_of_bordered(plane: Tensor) -> Tensor:
+    """Five-point Laplacian [H, W] of a ``bordered`` [H + 2, W + 2] plane.
+
+    Equals ``laplacian`` of the plane's interior up to float summation order.
+    """
+    inner = plane[1:-1, 1:-1]
+    return plane[:-2, 1:-1] + plane[2:, 1:-1] + plane[1:-1, :-2] + plane[1:-1, 2:] - 4.0 * inner

@@ -9,6 +9,7 @@ from typing import Literal, Optional
 import torch
 from torch import Tensor, nn
 
+from evos_nerf.image.compiled import CompileMode
 from evos_nerf.implementation import choose_implementation
 
 BackboneKind = Literal["siren", "hashgrid", "pemlp"]
@@ -33,10 +34,33 @@ class BackboneConfig:
     features_per_level: int = 2
     implementation: Literal["auto", "tcnn", "torch"] = "auto"
     """Hash-grid implementation: auto = tcnn on CUDA when importable, torch otherwise."""
+    compile: CompileMode = "auto"
+    """torch.compile the training forward/backward: auto = for SIREN runs on the CPU with at least
+    5e7 pixel-iterations (where the ~20% faster steps repay the compile), on = always, off = never."""
 
     @property
     def learning_rate(self) -> float:
         return self.lr if self.lr is not None else DEFAULT_LR[self.kind]
+
+
+class _CoordinateLinear(torch.autograd.Function):
+    """x W^T + b for inputs with very few columns (pixel coordinates), with a faster weight gradient.
+
+    Autograd computes that gradient as g^T x, a [width, batch] x [batch, 2] product that MKL runs
+    about 3x slower on one CPU thread than the same numbers as (x^T g)^T (11 vs 4 ms at 32768
+    pixels, width 128: ~3% of a SIREN step). Values are those of ``F.linear`` up to summation order.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+        ctx.save_for_backward(x, weight)
+        return torch.addmm(bias, x, weight.t())
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        x, weight = ctx.saved_tensors
+        grad_x = grad.mm(weight) if ctx.needs_input_grad[0] else None
+        return grad_x, x.t().mm(grad).t(), grad.sum(0)
 
 
 class SineLayer(nn.Module):
@@ -45,12 +69,15 @@ class SineLayer(nn.Module):
     def __init__(self, in_dim: int, out_dim: int, omega0: float, first: bool) -> None:
         super().__init__()
         self.omega0 = omega0
+        self.thin_input = in_dim <= 4
         self.linear = nn.Linear(in_dim, out_dim)
         bound = 1.0 / in_dim if first else math.sqrt(6.0 / in_dim) / omega0
         with torch.no_grad():
             self.linear.weight.uniform_(-bound, bound)
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.thin_input and x.dim() == 2:
+            return torch.sin(self.omega0 * _CoordinateLinear.apply(x, self.linear.weight, self.linear.bias))
         return torch.sin(self.omega0 * self.linear(x))
 
 

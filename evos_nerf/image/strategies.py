@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from evos_nerf.core import Evolution, EvolutionConfig, StepPlan, laplacian_fitness, sample_ratio, top_k
+from evos_nerf.image.cfs import CrossFrequencySupervision
 from evos_nerf.image.signal import ImageSignal
 
 STRATEGIES = ("full", "uniform", "evos", "evos-nocfs", "int", "int-dense", "expansive")
@@ -46,8 +47,9 @@ class Strategy:
     def observe(self, t: int, plan: StepPlan, full_prediction: Optional[Tensor]) -> None:
         """Called after each step; ``full_prediction`` (detached) is given when the step used all pixels."""
 
-    def cfs(self, t: int, plan: StepPlan) -> bool:
-        return False
+    def cfs_loss(self, t: int, plan: StepPlan, prediction: Tensor) -> Optional[Tensor]:
+        """Cross-frequency supervision term for this step (unweighted), or None."""
+        return None
 
     def fitness_map(self) -> Optional[Tensor]:
         return None
@@ -80,8 +82,8 @@ class Evos(Strategy):
         self.evolution = Evolution(config, num_samples, total, generator)
         self.signal = signal
         self.targets = targets
-        self.target_laplacian = signal.target_laplacian()
-        self.cache: Optional[Tensor] = None
+        self.cfs = CrossFrequencySupervision(signal)
+        self.target_laplacian = self.cfs.target_laplacian
         self.last_fitness: Optional[Tensor] = None
 
     def plan(self, t: int, predict_all: PredictAll) -> StepPlan:
@@ -90,7 +92,8 @@ class Evos(Strategy):
     def observe(self, t: int, plan: StepPlan, full_prediction: Optional[Tensor]) -> None:
         if not plan.key or full_prediction is None:
             return
-        self.cache = full_prediction
+        if self.config.cfs_weight > 0:
+            self.cfs.remember(full_prediction)  # stale neighbours for the steps until the next key iteration
         fitness = ((full_prediction - self.targets) ** 2).mean(-1)
         pred01 = self.signal.decode(full_prediction).reshape(self.signal.height, self.signal.width, 3)
         lam = self.config.crossover_lambda if self.config.crossover_lambda > 0 else 1e-5
@@ -98,8 +101,15 @@ class Evos(Strategy):
         self.evolution.evolve(t, fitness, hf if self.config.crossover != "none" else None)
         self.last_fitness = fitness
 
-    def cfs(self, t: int, plan: StepPlan) -> bool:
-        return self.evolution.cfs_active(t, plan.key)
+    def cfs_loss(self, t: int, plan: StepPlan, prediction: Tensor) -> Optional[Tensor]:
+        """CFS on every key iteration and, until cfs_until, on the selected pixels of the others (EVOS §2.6)."""
+        if not self.evolution.cfs_active(t, plan.key):
+            return None
+        if plan.indices is None:
+            return self.cfs.full_loss(prediction)
+        if not self.cfs.ready:  # no full prediction yet: the term is zero
+            return None
+        return self.cfs.selected_loss(prediction, plan.indices)
 
     def fitness_map(self) -> Optional[Tensor]:
         return self.last_fitness

@@ -2,11 +2,13 @@
 
 The timer covers sampling, forward, loss (CFS included), backward and the optimizer step, as in
 the reference; evaluation is outside it. Sampler overhead is the selection bookkeeping alone
-(ranking, crossover, mutation), reported separately so it can be compared with step time.
+(ranking, crossover, mutation), reported separately so it can be compared with step time. Beside
+wall time, CPU time is kept: other processes sharing the CPU inflate the first, not the second.
 """
 
 from __future__ import annotations
 
+import resource
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, List, Optional
@@ -15,11 +17,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from evos_nerf.core import EvolutionConfig, StepPlan, laplacian_of_rgb
+from evos_nerf.core import EvolutionConfig, StepPlan
 from evos_nerf.errors import NonFiniteLossError
 from evos_nerf.image.backbones import BackboneConfig, build_backbone
+from evos_nerf.image.compiled import TrainingForward, should_compile
 from evos_nerf.image.signal import ImageSignal
-from evos_nerf.image.strategies import Evos, Strategy, build_strategy
+from evos_nerf.image.strategies import Strategy, build_strategy
 from evos_nerf.metrics import psnr, ssim
 
 
@@ -34,6 +37,9 @@ class LogEntry:
     """Mean training seconds per iteration since the previous log entry."""
     sampler_time: float
     """Seconds of selection bookkeeping so far (part of train_time)."""
+    train_cpu_time: float = 0.0
+    """CPU seconds of the same training: this process's threads plus its finished child processes
+    (torch.compile's C++ compiler runs as one)."""
 
 
 @dataclass
@@ -55,6 +61,11 @@ class FitResult:
     @property
     def final(self) -> LogEntry:
         return self.history[-1]
+
+
+def _cpu_seconds() -> float:
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
 
 
 class _Timer:
@@ -90,16 +101,19 @@ class ImageFitter:
         self.cfs_weight = evos.cfs_weight
         torch.manual_seed(seed)  # same initial weights for every strategy
         self.model, implementation = build_backbone(backbone, max(signal.height, signal.width), self.device)
+        compile = should_compile(backbone.compile, backbone.kind, self.device, signal.num_samples, iterations)
+        self.forward = TrainingForward(self.model, compile)
+        """The model for training steps (compiled when that pays); evaluation calls the eager model."""
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=backbone.learning_rate)
         self.coords = self.signal.coords().to(self.device)
         self.targets = self.signal.targets().to(self.device)
-        self.target_laplacian = self.signal.target_laplacian()
         generator = torch.Generator(device="cpu").manual_seed(seed)
         self.strategy: Strategy = build_strategy(strategy, evos, self.signal, self.targets, iterations, generator)
         self.timer = _Timer(self.device)
         self.counts = torch.zeros(signal.num_samples, dtype=torch.int32)
         self.step = 0
         self.train_time = 0.0
+        self.train_cpu_time = 0.0
         self.sampler_time = 0.0
         self._profile_time = 0.0
         self.result = FitResult(
@@ -119,52 +133,56 @@ class ImageFitter:
         self._profile_time += self.timer() - start
         return out
 
-    def _cfs_loss(self, pred: Tensor, plan: StepPlan) -> Tensor:
-        """EVOS §2.6: Laplacian MSE on the full image, or on a pseudo-full image at the selected pixels."""
-        h, w = self.signal.height, self.signal.width
+    def _forward_loss(self, t: int, plan: StepPlan) -> tuple[Tensor, Tensor]:
         if plan.indices is None:
-            image = pred
+            pred = self.forward(self.coords)
+            loss = F.mse_loss(pred, self.targets)
         else:
-            cache = self.strategy.cache if isinstance(self.strategy, Evos) else None
-            if cache is None:
-                return pred.new_zeros(())
-            image = cache.index_put((plan.indices,), pred)  # stale neighbours, fresh selected pixels
-        lap = laplacian_of_rgb(self.signal.decode(image).reshape(h, w, 3))
-        diff2 = ((lap - self.target_laplacian) ** 2).reshape(-1)
-        return diff2.mean() if plan.indices is None else diff2[plan.indices].mean()
+            pred = self.forward(self.coords[plan.indices])
+            loss = F.mse_loss(pred, self.targets[plan.indices])
+        cfs = self.strategy.cfs_loss(t, plan, pred)
+        if cfs is not None:
+            loss = loss + self.cfs_weight * cfs
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"loss became {float(loss.detach())} at step {t} ({self.strategy.name} on {self.signal.name}); "
+                "try a lower learning rate (--backbone.lr)"
+            )
+        return pred, loss
+
+    def _learn(self, t: int, plan: StepPlan) -> Tensor:
+        """Forward, loss, backward and optimizer step; returns the prediction."""
+        try:
+            pred, loss = self._forward_loss(t, plan)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+        except Exception as err:
+            if not self.forward.recover(err):  # not a compile failure: the caller's problem
+                raise
+            pred, loss = self._forward_loss(t, plan)  # now eager
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+        self.optimizer.step()
+        return pred
 
     def train_step(self) -> StepPlan:
         t = self.step + 1
         self._profile_time = 0.0
+        cpu_start = _cpu_seconds()
         start = self.timer()
         plan = self.strategy.plan(t, self._predict_all)
         # An empty plan would make the loss a mean over nothing (NaN); checks.check_evos_budget refuses such ratios.
         assert plan.indices is None or plan.indices.numel() > 0, f"empty selection at step {t}"
         if plan.indices is not None:
             # Ascending pixel order, as the reference's boolean mask gives: ~5% faster gathers on CPU.
-            plan.indices = plan.indices.sort().values
+            plan.indices = plan.indices.sort().values.to(self.device)
         planned = self.timer()
-        if plan.indices is None:
-            pred = self.model(self.coords)
-            loss = F.mse_loss(pred, self.targets)
-        else:
-            plan.indices = plan.indices.to(self.device)
-            pred = self.model(self.coords[plan.indices])
-            loss = F.mse_loss(pred, self.targets[plan.indices])
-        if self.strategy.cfs(t, plan):
-            loss = loss + self.cfs_weight * self._cfs_loss(pred, plan)
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(
-                f"loss became {float(loss.detach())} at step {t} ({self.strategy.name} on {self.signal.name}); "
-                "try a lower learning rate (--backbone.lr)"
-            )
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        pred = self._learn(t, plan)
         stepped = self.timer()
         self.strategy.observe(t, plan, pred.detach() if plan.indices is None else None)
         end = self.timer()
         self.train_time += end - start
+        self.train_cpu_time += _cpu_seconds() - cpu_start
         self.sampler_time += (planned - start - self._profile_time) + (end - stepped)
         if plan.indices is None:
             self.counts += 1
@@ -190,6 +208,7 @@ class ImageFitter:
             train_time=self.train_time,
             time_per_iter=(self.train_time - last_time) / max(1, self.step - last_step),
             sampler_time=self.sampler_time,
+            train_cpu_time=self.train_cpu_time,
         )
         self.result.history.append(entry)
         return entry
