@@ -1,0 +1,45 @@
+"""The NeRF benchmark's lock-step loop: a run's result must not depend on its place in the list."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from evos_nerf.nerfstudio.presets import Budget
+from evos_nerf.scene import make_scene
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _bench_nerf():
+    spec = importlib.util.spec_from_file_location("bench_nerf", ROOT / "scripts" / "bench_nerf.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench_nerf"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_identical_runs_end_identical_wherever_they_sit_in_the_lock_step(tmp_path):
+    bench = _bench_nerf()
+    scene = make_scene(tmp_path / "scene", resolution=24, num_train=4, num_val=1, num_test=1)
+    args = bench.Args(work=tmp_path / "work", out=tmp_path / "out")
+    budget = Budget(steps=4, rays=64, model={"num_nerf_samples_per_ray": 8, "num_proposal_samples_per_ray": [8, 8]})
+    spec = {"name": "tiny", "source": "procedural"}
+    first, other, second = (bench.build(spec, scene, s, 0, budget, args) for s in ("uniform", "evos", "uniform"))
+    initial = {k: v.clone() for k, v in _tensors(first).items()}
+    for until in (2, 4):
+        for run in (first, other, second):
+            with bench.own_rng(run):
+                bench.advance(run, until)
+    a, b = _tensors(first), _tensors(second)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert any(not torch.equal(a[k], initial[k]) for k in a if a[k].is_floating_point())  # training moved them
+
+
+def _tensors(run):
+    return {k: v for k, v in run.trainer.pipeline.model.state_dict().items() if isinstance(v, torch.Tensor)}
