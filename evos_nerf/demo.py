@@ -71,22 +71,12 @@ def eval_steps(steps: int, evals: int) -> List[int]:
     return sorted({round(steps * (i + 1) / evals) - 1 for i in range(evals)})
 
 
-def _reset_writers() -> None:
-    """nerfstudio's event writers are module globals; a second run in this process needs its own."""
-    from nerfstudio.utils import writer
-
-    for event_writer in writer.EVENT_WRITERS:
-        if hasattr(event_writer, "tb_writer"):
-            event_writer.tb_writer.close()
-    writer.EVENT_WRITERS.clear()
-    writer.EVENT_STORAGE.clear()
-    writer.GLOBAL_BUFFER.clear()
-
-
 def train_one(scene: Path, args: Demo, strategy: str) -> Result:
     """nerfstudio's train_loop (seed, trainer setup, Trainer.train) plus timed test evaluations."""
     from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackLocation
     from nerfstudio.scripts.train import _set_random_seed
+
+    from evos_nerf.nerfstudio.evos_logging import reset_writers
 
     config = blender_run_config(scene, args.out / "runs", args.budget, strategy, args.seed)
     config.set_timestamp()
@@ -116,7 +106,7 @@ def train_one(scene: Path, args: Demo, strategy: str) -> Result:
     try:
         trainer.train()
     finally:
-        _reset_writers()
+        reset_writers()
     return result
 
 

@@ -366,15 +366,10 @@ def test_a_checkpoint_torch_load_cannot_read_is_named(tmp_path):
 @pytest.fixture
 def fresh_writers():
     """nerfstudio's event writers are module globals: give each in-process run its own."""
-    from nerfstudio.utils import writer
+    from evos_nerf.nerfstudio.evos_logging import reset_writers
 
     yield
-    for event_writer in writer.EVENT_WRITERS:
-        if hasattr(event_writer, "tb_writer"):
-            event_writer.tb_writer.close()
-    writer.EVENT_WRITERS.clear()
-    writer.EVENT_STORAGE.clear()
-    writer.GLOBAL_BUFFER.clear()
+    reset_writers()
 
 
 def train(config):

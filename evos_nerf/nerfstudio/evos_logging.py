@@ -20,6 +20,17 @@ from evos_nerf.nerfstudio.inspection import EvosInspectionConfig, camera_heatmap
 POOL_SAMPLE = 65536
 """Pool members whose mean fitness is logged at each key iteration (listing all would cost a pass)."""
 
+
+def reset_writers() -> None:
+    """nerfstudio's event writers are module globals; a second run in one process needs its own."""
+    for event_writer in writer.EVENT_WRITERS:
+        if hasattr(event_writer, "tb_writer"):
+            event_writer.tb_writer.close()
+    writer.EVENT_WRITERS.clear()
+    writer.EVENT_STORAGE.clear()
+    writer.GLOBAL_BUFFER.clear()
+
+
 if TYPE_CHECKING:
     from evos_nerf.nerfstudio.datamanager import EvosDataManager
     from evos_nerf.nerfstudio.pipeline import EvosPipeline
