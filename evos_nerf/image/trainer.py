@@ -150,18 +150,21 @@ class ImageFitter:
             )
         return pred, loss
 
+    def _gradients(self, t: int, plan: StepPlan) -> Tensor:
+        """Forward, loss and backward; returns the prediction."""
+        pred, loss = self._forward_loss(t, plan)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        return pred
+
     def _learn(self, t: int, plan: StepPlan) -> Tensor:
         """Forward, loss, backward and optimizer step; returns the prediction."""
         try:
-            pred, loss = self._forward_loss(t, plan)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            pred = self._gradients(t, plan)
         except Exception as err:
             if not self.forward.recover(err):  # not a compile failure: the caller's problem
                 raise
-            pred, loss = self._forward_loss(t, plan)  # now eager
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            pred = self._gradients(t, plan)  # now eager
         self.optimizer.step()
         return pred
 
