@@ -79,9 +79,13 @@ class Run:
     """This run's own global random stream, swapped in while it trains or evaluates."""
 
 
+def current_rng_state() -> Dict[str, Any]:
+    return {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
 def seeded_rng_state(seed: int) -> Dict[str, Any]:
     torch.manual_seed(seed)
-    return {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+    return current_rng_state()
 
 
 @contextmanager
@@ -98,8 +102,7 @@ def own_rng(run: Run):
     try:
         yield
     finally:
-        run.rng_state = {"cpu": torch.get_rng_state(),
-                         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+        run.rng_state = current_rng_state()
 
 
 VARIANTS = {
