@@ -37,20 +37,10 @@ mining); staleness: epochs since last trained (coverage control); edges: ground-
 
 
 def rank_pixels(
-    store: FitnessStore,
-    pool_size: int,
-    ranking: Ranking,
-    generator: torch.Generator,
-    crossover_method: CrossoverMethod = "select",
-    stale_correction: bool = True,
-    unvisited_prior: UnvisitedPrior = "neighbourhood",
-    prior_block: int = 16,
-    reduce_sum: ReduceSum = _identity,
+    store: FitnessStore, pool_size: int, ranking: Ranking, generator: torch.Generator, *args, **kwargs
 ) -> Tuple[Tensor, float]:
-    """(pool: ``pool_size`` flat indices in ascending order; crossover balance p). Masked pixels never enter."""
-    mask, p = rank_pixel_mask(
-        store, pool_size, ranking, generator, crossover_method, stale_correction, unvisited_prior, prior_block, reduce_sum
-    )
+    """``rank_pixel_mask`` as (pool: ``pool_size`` flat indices in ascending order; crossover balance p)."""
+    mask, p = rank_pixel_mask(store, pool_size, ranking, generator, *args, **kwargs)
     return mask.nonzero().squeeze(1), p
 
 
@@ -65,7 +55,8 @@ def rank_pixel_mask(
     prior_block: int = 16,
     reduce_sum: ReduceSum = _identity,
 ) -> Tuple[Tensor, float]:
-    """``rank_pixels`` as a [P] bool mask (what the pool keeps; listing the members would cost a pass).
+    """The pool as a [P] bool mask (what it keeps; listing the members would cost a pass), and the
+    crossover balance p (nan for rankings without crossover). Masked pixels never enter.
 
     Each top-k is a sampled threshold and one pass (``evos_nerf.core.threshold``): the same set as a
     full top-k up to ties, which are broken uniformly at random with ``generator``.
