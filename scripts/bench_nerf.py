@@ -300,7 +300,9 @@ def write_results(runs: List[Run], preset: Dict[str, Any], budget: Budget, seeds
     })
     nerf_report.plot(runs, args.out / f"{stem}.png", f"NeRF benchmark {args.preset}: test PSNR / SSIM (mean over seeds)")
     if final and preset.get("summary_json"):
-        write_json(args.out / preset["summary_json"], nerf_report.summary_records(summary))
+        # A part run (--name) keeps its own summary; only the preset's report owns the preset's file.
+        summary_name = preset["summary_json"] if stem == f"nerf_{args.preset}" else f"{stem}_summary.json"
+        write_json(args.out / summary_name, nerf_report.summary_records(summary))
     console.print(f"wrote {args.out / f'{stem}.md'}")
 
 
