@@ -185,8 +185,11 @@ def markdown(summary: Dict[str, Any]) -> str:
             f"| {i}{(' ' + r['label']) if r['label'] else ''} | {code} | {r['strategy']} | {r['final_psnr']:.2f} | "
             f"{r['cpu_per_step']:.4f} | {r['wall_per_step']:.4f} | {r['cpu_s']:.1f} | {own} | {common} | {common_wall} |"
         )
-    finals = ", ".join(f"{code} {psnr:.2f} dB" for code, psnr in sorted(summary["full_final_psnr"].items()))
-    lines += ["", f"Full-batch final PSNR: {finals}; common target (the higher): {summary['common_target']:.2f} dB."]
+    if summary["common_target"] is None:
+        lines += ["", "No full-batch run given: no target PSNR."]
+    else:
+        finals = ", ".join(f"{code} {psnr:.2f} dB" for code, psnr in sorted(summary["full_final_psnr"].items()))
+        lines += ["", f"Full-batch final PSNR: {finals}; common target (the higher): {summary['common_target']:.2f} dB."]
     return "\n".join(lines) + "\n"
 
 
