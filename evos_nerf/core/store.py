@@ -400,6 +400,15 @@ class FitnessStore(nn.Module):
         per_pixel = [self.fitness, self.epoch] + ([self.visits] if self.visits is not None else [])
         return sum(b.element_size() for b in per_pixel)
 
+    def describe(self) -> Tuple[str, str]:
+        """(size, per-pixel cost) lines for the training log."""
+        counts = ", uint8 selection count" if self.visits is not None else ""
+        dtype = str(self.fitness.dtype).removeprefix("torch.")
+        return (
+            f"{self.num_images} images, {self.num_pixels:,} pixels, {self.memory_bytes() / 2**20:.1f} MiB",
+            f"{self.bytes_per_pixel():g} bytes ({dtype} fitness, int16 epoch{counts})",
+        )
+
 
 def pixel_offsets(counts: Tensor) -> Tensor:
     """Flat index of each image's first pixel, plus the total: [N + 1] long (images laid end to end)."""

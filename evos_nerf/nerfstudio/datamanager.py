@@ -14,9 +14,8 @@ its own images (``evos_nerf.core.sharding``).
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Literal, Optional, Tuple, Type, Union
+from typing import Dict, List, Literal, Optional, Tuple, Type, Union
 
 import torch
 import tyro
@@ -36,6 +35,7 @@ from evos_nerf.core.sharding import assign_shards
 from evos_nerf.core.store import FitnessStore
 from evos_nerf.errors import UserInputError
 from evos_nerf.nerfstudio.data_checks import check_scene
+from evos_nerf.nerfstudio.run_identity import RunIdentity, agreed_run_id
 from evos_nerf.nerfstudio.sampler import EvosPixelSampler, EvosPixelSamplerConfig, batch_positions
 
 
@@ -48,24 +48,28 @@ class EvosDataManagerConfig(VanillaDataManagerConfig):
     """Keep per-pixel selection counts (+1 byte per training pixel) for the selection-count maps; the
     trainer sets it from --pipeline.inspection.selection-counts."""
 
+    def validate(self) -> None:
+        """One line naming the flag for every setting EVOS cannot train with."""
+        if self.train_num_images_to_sample_from != -1:
+            raise UserInputError(
+                "evos-nerf keeps fitness for every training pixel and needs all images cached: "
+                f"set --pipeline.datamanager.train-num-images-to-sample-from -1 (got {self.train_num_images_to_sample_from})"
+            )
+        if self.patch_size != 1:
+            raise UserInputError(f"evos-nerf selects single pixels; --pipeline.datamanager.patch-size must be 1, got {self.patch_size}")
+        if self.train_num_rays_per_batch < 1:
+            raise UserInputError(f"--pipeline.datamanager.train-num-rays-per-batch must be >= 1, got {self.train_num_rays_per_batch}")
+        self.pixel_sampler.validate()
 
-class EvosDataManager(VanillaDataManager):
+
+class EvosDataManager(RunIdentity, VanillaDataManager):
     config: EvosDataManagerConfig
     train_pixel_sampler: Optional[EvosPixelSampler] = None
     selector: RaySelector
 
     def __init__(self, config: EvosDataManagerConfig, device: Union[torch.device, str] = "cpu",
                  test_mode: Literal["test", "val", "inference"] = "val", world_size: int = 1, local_rank: int = 0, **kwargs):
-        if config.train_num_images_to_sample_from != -1:
-            raise UserInputError(
-                "evos-nerf keeps fitness for every training pixel and needs all images cached: "
-                f"set --pipeline.datamanager.train-num-images-to-sample-from -1 (got {config.train_num_images_to_sample_from})"
-            )
-        if config.patch_size != 1:
-            raise UserInputError(f"evos-nerf selects single pixels; --pipeline.datamanager.patch-size must be 1, got {config.patch_size}")
-        if config.train_num_rays_per_batch < 1:
-            raise UserInputError(f"--pipeline.datamanager.train-num-rays-per-batch must be >= 1, got {config.train_num_rays_per_batch}")
-        config.pixel_sampler.validate()
+        config.validate()
         if test_mode != "inference":
             check_scene(config.dataparser, config.data, ["train", "test" if test_mode == "test" else "val"])
         self.shards: List[List[int]] = []
@@ -74,10 +78,6 @@ class EvosDataManager(VanillaDataManager):
         """Distinct training batch sizes seen (checked by the distributed tests)."""
         self.camera_sizes: List[Tuple[int, int]] = []
         """(H, W) of every training camera: the dataset fingerprint of the EVOS checkpoints."""
-        self.run_id = ""
-        """Identity of the run, shared by its nerfstudio and EVOS checkpoints (a resume keeps it)."""
-        self.checkpoint_run_id: Optional[str] = None
-        """The run identity of the nerfstudio checkpoint loaded, if it has one."""
         super().__init__(config, device, test_mode, world_size, local_rank, **kwargs)
 
     def setup_train(self):
@@ -88,7 +88,7 @@ class EvosDataManager(VanillaDataManager):
         sizes = [(int(h), int(w)) for h, w in zip(cameras.height.view(-1), cameras.width.view(-1))]
         self.camera_sizes = sizes
         rank, world = distributed.get_rank(), distributed.get_world_size()
-        self.run_id = _agreed_run_id()
+        self.run_id = agreed_run_id()
         self.shards = assign_shards([h * w for h, w in sizes], world)
         own = self.shards[rank]
         CONSOLE.print("Setting up training dataset...")
@@ -112,12 +112,9 @@ class EvosDataManager(VanillaDataManager):
         self._initialise_selector()
         self.train_pixel_sampler.attach(self.selector)
         shard = f" (rank {rank}'s shard of {world})" if world > 1 else ""
-        CONSOLE.print(
-            f"EVOS fitness store{shard}: {store.num_images} images, {store.num_pixels:,} pixels, "
-            f"{store.memory_bytes() / 2**20:.1f} MiB, strategy {cfg.strategy}"
-        )
-        counts = ", uint8 selection count" if store.track_visits else ""
-        CONSOLE.print(f"EVOS per pixel: {store.bytes_per_pixel():g} bytes ({cfg.fitness_dtype} fitness, int16 epoch{counts})")
+        size, per_pixel = store.describe()
+        CONSOLE.print(f"EVOS fitness store{shard}: {size}, strategy {cfg.strategy}")
+        CONSOLE.print(f"EVOS per pixel: {per_pixel}")
 
     def _initialise_selector(self) -> None:
         """Edge prior and masks from the cached images of this rank's cameras (kept by reference)."""
@@ -169,27 +166,3 @@ class EvosDataManager(VanillaDataManager):
     @property
     def has_selection_counts(self) -> bool:
         return hasattr(self, "selector") and self.selector.store.track_visits
-
-    # -- the run identity in nerfstudio's checkpoint (the EVOS state lives beside it) ------------------
-    def get_extra_state(self) -> Dict[str, Any]:
-        return {"evos_run_id": self.run_id}
-
-    def set_extra_state(self, state: Dict[str, Any]) -> None:
-        saved = state.get("evos_run_id") if isinstance(state, dict) else None
-        self.checkpoint_run_id = str(saved) if saved else None
-        self.run_id = self.checkpoint_run_id or self.run_id  # a resumed run keeps its identity
-
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
-        # Checkpoints written before the EVOS state moved out of step-N.ckpt hold it under selector.*
-        # and have no run identity: the model still loads (ns-eval, ns-viewer); a resume asks for the
-        # EVOS state and says what is missing.
-        for key in [k for k in state_dict if k.startswith(prefix + "selector.")]:
-            del state_dict[key]
-        state_dict.setdefault(prefix + "_extra_state", {})
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
-
-
-def _agreed_run_id() -> str:
-    """A fresh random run identity, the same on every rank (rank 0's)."""
-    value = torch.tensor([uuid.uuid4().int >> 66], dtype=torch.int64)  # 62 random bits
-    return f"{int(distributed.broadcast(value)[0]):016x}"
