@@ -114,6 +114,7 @@ VARIANTS = {
     "weighted": {"importance_weights": 1.0},
     "half-weighted": {"importance_weights": 0.5},
     "weighted-ramp": {"importance_weights": 1.0, "importance_warmup": 0.5},
+    "constant": {"ratio_schedule": "constant"},
     "step": {"ratio_schedule": "step"},
     "cosine": {"ratio_schedule": "cosine"},
 }
