@@ -99,3 +99,15 @@ def test_a_resumed_run_schedules_key_iterations_over_its_real_last_step():
     trainer = SimpleNamespace(_start_step=40, config=SimpleNamespace(max_num_iterations=10))
     EvosDataManager.get_training_callbacks(dm, SimpleNamespace(trainer=trainer))
     assert dm.selector.total_steps == 50
+
+
+def test_real_capture_method_anneals_toward_uniform_while_the_blender_method_keeps_selecting():
+    from evos_nerf.nerfstudio.config import evos_nerf_blender_config, evos_nerf_config
+
+    store = FitnessStore([(H, W)] * N, dtype=torch.float32)
+    for config, first, last in ((evos_nerf_config(), 500, 950), (evos_nerf_blender_config(), 500, 500)):
+        cfg = config.pipeline.datamanager.pixel_sampler
+        selector = RaySelector(cfg, store, 32, torch.Generator().manual_seed(0), total_steps=100)
+        # population size of 1000 pixels at the first step and in the last stage (t = 99 of 100)
+        assert abs(sum(selector.counts(0, 1000)) - first) <= 1  # survivors + mutants
+        assert abs(sum(selector.counts(98, 1000)) - last) <= 1

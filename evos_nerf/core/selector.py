@@ -61,7 +61,8 @@ class SelectorConfig:
     """r0: share of all training pixels in the population EVOS trains on (fittest + mutants)."""
     ratio_schedule: schedules.SampleRatioSchedule = "constant"
     """How r_t grows: constant, step (10 stages up to 1), linear or cosine. Growing r_t anneals
-    selection toward uniform (at r_t = 1 every pixel is in the population)."""
+    selection toward uniform (at r_t = 1 every pixel is in the population). ``evos-nerf`` (real
+    captures) defaults to step, ``evos-nerf-blender`` to constant (README, NeRF benchmark)."""
     mutation: float = 0.5
     """alpha: mutants are m = alpha * r0 of all pixels, so alpha is the batch's mutant share at r0."""
     end_mutation: Optional[float] = None
@@ -290,7 +291,7 @@ class RaySelector(nn.Module):
         return r_t, m
 
     def counts(self, step: int, num_pixels: int) -> Tuple[int, int]:
-        """(pool size, mutants) of the population over ``num_pixels`` pixels at this step."""
+        """(survivors, mutants) of the population over ``num_pixels`` pixels at this step."""
         r_t, m = self.rates(step)
         return schedules.split_counts(num_pixels, r_t, m)
 
