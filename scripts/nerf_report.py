@@ -176,6 +176,8 @@ def plot(runs, path: Path, title: str) -> None:
     scenes = sorted({r.scene for r in runs})
     fig = Figure(figsize=(20, 4 * len(scenes)))
     axes = fig.subplots(len(scenes), 4, squeeze=False)
+    # One colour per strategy across every scene's row, whichever strategies a scene ran.
+    colours = {s: f"C{i % 10}" for i, s in enumerate(dict.fromkeys(r.strategy for r in runs))}
     for row, scene in enumerate(scenes):
         for strategy in dict.fromkeys(r.strategy for r in runs if r.scene == scene):
             group = [r for r in runs if r.scene == scene and r.strategy == strategy]
@@ -184,7 +186,7 @@ def plot(runs, path: Path, title: str) -> None:
             for col, (x, y) in enumerate((("train_seconds", "psnr"), ("step", "psnr"), ("train_seconds", "ssim"), ("step", "ssim"))):
                 ax = axes[row][col]
                 ax.plot([at(x, s) for s in steps], [at(y, s) for s in steps], marker="o", ms=3, label=strategy,
-                        lw=2.2 if strategy.startswith("evos") and ":" not in strategy else 1.2)
+                        color=colours[strategy], lw=2.2 if strategy.startswith("evos") else 1.2)
                 ax.set_xlabel("training seconds" if x == "train_seconds" else "step")
                 ax.set_ylabel(f"test {y.upper()}")
                 ax.set_title(f"{scene}: {y.upper()} vs {'time' if x == 'train_seconds' else 'steps'}")
