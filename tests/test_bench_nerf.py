@@ -1,29 +1,16 @@
 """The NeRF benchmark's lock-step loop: a run's result must not depend on its place in the list."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
 from evos_nerf.nerfstudio.presets import Budget
 from evos_nerf.scene import make_scene
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _bench_nerf():
-    spec = importlib.util.spec_from_file_location("bench_nerf", ROOT / "scripts" / "bench_nerf.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_nerf"] = module
-    spec.loader.exec_module(module)
-    return module
+from script_modules import load_script
 
 
 @pytest.mark.slow
 def test_identical_runs_end_identical_wherever_they_sit_in_the_lock_step(tmp_path):
-    bench = _bench_nerf()
+    bench = load_script("bench_nerf")
     scene = make_scene(tmp_path / "scene", resolution=24, num_train=4, num_val=1, num_test=1)
     args = bench.Args(work=tmp_path / "work", out=tmp_path / "out")
     budget = Budget(steps=4, rays=64, model={"num_nerf_samples_per_ray": 8, "num_proposal_samples_per_ray": [8, 8]})

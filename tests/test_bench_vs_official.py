@@ -1,18 +1,6 @@
 """The side-by-side table against the official code: which clock reading counts as reaching the target."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _bench_vs_official():
-    spec = importlib.util.spec_from_file_location("bench_vs_official", ROOT / "scripts" / "bench_vs_official.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_vs_official"] = module
-    spec.loader.exec_module(module)
-    return module
+from script_modules import load_script
 
 
 def _run(code, strategy, psnrs, cpu_per_step):
@@ -24,7 +12,7 @@ def _run(code, strategy, psnrs, cpu_per_step):
 
 
 def test_time_to_target_is_the_first_logged_step_at_or_above_the_higher_full_batch_final():
-    bench = _bench_vs_official()
+    bench = load_script("bench_vs_official")
     runs = [
         _run("ours", "full", [20.0, 25.0, 30.0], 1.0),
         _run("official", "full", [20.0, 25.0, 30.5], 1.0),
@@ -44,7 +32,7 @@ def test_time_to_target_is_the_first_logged_step_at_or_above_the_higher_full_bat
 
 
 def test_a_table_without_full_batch_runs_says_there_is_no_target():
-    bench = _bench_vs_official()
+    bench = load_script("bench_vs_official")
     summary = bench.summarise([_run("ours", "evos", [22.0, 30.5], 0.5), _run("official", "evos", [21.0, 29.0], 0.6)])
     assert summary["common_target"] is None
     assert "No full-batch run given" in bench.markdown(summary)

@@ -1,16 +1,6 @@
 """The benchmark report's checks: every EVOS row is judged against uniform and the best baseline."""
 
-import importlib.util
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _report():
-    spec = importlib.util.spec_from_file_location("nerf_report", ROOT / "scripts" / "nerf_report.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from script_modules import load_script
 
 
 def _row(strategy, ratios, psnr, ssim):
@@ -19,7 +9,7 @@ def _row(strategy, ratios, psnr, ssim):
 
 
 def test_checks_judge_every_evos_row_against_uniform_and_the_fastest_baseline():
-    report = _report()
+    report = load_script("nerf_report")
     summary = {f"s|{r['strategy']}": r for r in (
         _row("uniform", [1.0], 20.0, 0.50),
         _row("errormap", [0.8], 20.2, 0.49),
