@@ -166,3 +166,10 @@ class EvosDataManager(RunIdentity, VanillaDataManager):
     @property
     def has_selection_counts(self) -> bool:
         return hasattr(self, "selector") and self.selector.store.track_visits
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
+        # Checkpoints written before the EVOS state moved out of step-N.ckpt hold it under selector.*:
+        # it is dropped, the model still loads, and a resume asks for the EVOS folder beside the checkpoint.
+        for key in [k for k in state_dict if k.startswith(prefix + "selector.")]:
+            del state_dict[key]
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)

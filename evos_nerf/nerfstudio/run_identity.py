@@ -39,11 +39,8 @@ class RunIdentity:
         self.run_id = self.checkpoint_run_id or self.run_id  # a resumed run keeps its identity
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
-        # Checkpoints written before the EVOS state moved out of step-N.ckpt hold it under selector.*
-        # and have no run identity: the model still loads (ns-eval, ns-viewer); a resume asks for the
-        # EVOS state and says what is missing.
-        for key in [k for k in state_dict if k.startswith(prefix + "selector.")]:
-            del state_dict[key]
+        # A checkpoint written before the run identity existed still loads (ns-eval, ns-viewer); a
+        # resume then asks for the EVOS state and says what is missing.
         state_dict.setdefault(prefix + "_extra_state", {})
         super()._load_from_state_dict(  # type: ignore[misc]
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
