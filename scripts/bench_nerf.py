@@ -117,6 +117,7 @@ VARIANTS = {
     "constant": {"ratio_schedule": "constant"},
     "step": {"ratio_schedule": "step"},
     "cosine": {"ratio_schedule": "cosine"},
+    "learnable": {"fitness": "learnable"},
 }
 """Ablation suffixes: ``evos:crossover``, ``evos:step+weighted`` (joined with ``+``)."""
 

@@ -36,7 +36,7 @@ from evos_nerf.core.importance import ErrorMap, SoftMining
 from evos_nerf.core.pool import CandidatePool, rank_pixel_mask
 from evos_nerf.core.selection import CrossoverMethod
 from evos_nerf.core.sharding import mutant_count, mutation_scale
-from evos_nerf.core.store import FitnessStore, UnvisitedPrior
+from evos_nerf.core.store import Fitness, FitnessStore, UnvisitedPrior
 from evos_nerf.errors import UserInputError
 
 Strategy = Literal["evos", "uniform", "topk", "staleness", "edges", "errormap", "softmining"]
@@ -77,6 +77,10 @@ class SelectorConfig:
     costs a second ranking pass over every pixel at each key iteration (README, NeRF benchmark)."""
     stale_correction: bool = True
     """Rescale cached errors by how much the mean training error fell since they were measured."""
+    fitness: Fitness = "error"
+    """error: a pixel's cached error (the paper); learnable: only the part of it that falls with
+    training, from a per-block fit over uniformly drawn measurements (``evos_nerf.core.learnable``;
+    +1 byte per pixel). Aimed at real captures' persistent error: exposure, blur, pose noise."""
     unvisited_prior: UnvisitedPrior = "neighbourhood"
     """Fitness of never-visited pixels: neighbourhood (their measured block neighbours, shrunk
     toward their image's mean) or mean (the global mean error)."""
@@ -162,6 +166,9 @@ class Selection:
     """Per-ray loss weights, or None for an unweighted mean."""
     num_mutants: int
     """Rays drawn uniformly from outside the pool (all of them when sampling uniformly)."""
+    uniform: Optional[Tensor] = None
+    """[B] bool, all True when every ray was drawn uniformly over all valid pixels (uniform phases);
+    None otherwise (pool draws, whose mutants come from outside the pool, and importance samplers)."""
 
 
 def camera_key(kind: str, camera: int) -> str:
@@ -215,6 +222,8 @@ class RaySelector(nn.Module):
     ) -> None:
         super().__init__()
         self.config = config.validate()
+        if config.fitness == "learnable" and store.uniform is None:
+            raise ValueError("the learnable-error fitness needs a FitnessStore(track_uniform=True)")
         self.store = store
         self.batch_size = int(batch_size)
         self.generator = generator
@@ -338,18 +347,25 @@ class RaySelector(nn.Module):
         if c.strategy in ("evos", "topk") and float(measured[0]) == 0:
             return  # nothing measured yet: keep sampling uniformly until the next key iteration
         budget = self.batch_size if c.refresh_budget is None else c.refresh_budget
-        if measure is not None and budget > 0 and c.strategy in ("evos", "topk") and self.pool is not None:
+        if measure is not None and budget > 0 and c.strategy in ("evos", "topk"):
             start = time.perf_counter()
-            stale = self.pool.stalest(budget, self.generator)
-            if stale.numel():
+            stale = self.pool.stalest(budget, self.generator) if self.pool is not None else None
+            if stale is not None and stale.numel():
                 errors = measure(store.unflatten(stale).cpu())
                 self.skipped_errors += store.update(stale, errors, trained=False)
+            if c.fitness == "learnable":
+                # Probes: uniform over all valid pixels, the unbiased sample the floors are fitted on.
+                probes = store.sample_uniform(budget, self.generator)
+                errors = measure(store.unflatten(probes).cpu())
+                self.skipped_errors += store.update(
+                    probes, errors, trained=False, uniform=torch.ones_like(probes, dtype=torch.bool)
+                )
             self.refresh_seconds += time.perf_counter() - start
         start = time.perf_counter()
         pool_size, _ = self.counts(step, store.num_valid)
         members, self.balance = rank_pixel_mask(
             store, pool_size, c.strategy, self.generator, c.crossover, c.stale_correction,
-            c.unvisited_prior, c.prior_block, self.comm.all_reduce_sum,
+            c.unvisited_prior, c.prior_block, self.comm.all_reduce_sum, c.fitness,
         )
         self._set_pool(CandidatePool(store, members))
         self.pool_ratio = self.controls.ratio
@@ -372,14 +388,14 @@ class RaySelector(nn.Module):
     def _select(self, batch_size: int) -> Selection:
         store, gen, strategy = self.store, self.generator, self.config.strategy
         if strategy == "uniform" or self.controls.paused:
-            return Selection(store.sample_uniform(batch_size, gen), None, batch_size)
+            return _all_uniform(store.sample_uniform(batch_size, gen))
         if self.errormap is not None:
             return Selection(self.errormap.draw(batch_size, gen), None, 0)
         if self.softmining is not None:
             flat, weights = self.softmining.draw(batch_size, self.step, gen)
             return Selection(flat, weights, 0)
         if self.pool is None or self.pool.size == 0:
-            return Selection(store.sample_uniform(batch_size, gen), None, batch_size)
+            return _all_uniform(store.sample_uniform(batch_size, gen))
         share = self.mutant_share(self.step)
         num_mutants = mutant_count(batch_size, share, self.mutation_scale, gen)
         flat, num_mutants = self.pool.draw(batch_size, num_mutants, gen)
@@ -412,10 +428,15 @@ class RaySelector(nn.Module):
         q = torch.where(self.pool.contains(flat), q_pool, q_rest).double()
         return (self.num_valid_total * q).clamp_min(1e-12).pow(-a).float()
 
-    def observe(self, flat: Tensor, errors: Tensor, step: int, trained: bool = True) -> int:
-        """Write back per-ray errors (NaN/inf skipped). Returns how many were skipped."""
+    def observe(
+        self, flat: Tensor, errors: Tensor, step: int, trained: bool = True, uniform: Optional[Tensor] = None
+    ) -> int:
+        """Write back per-ray errors (NaN/inf skipped). Returns how many were skipped.
+
+        ``uniform``: the selection's uniform-draw flags (``Selection.uniform``), which the
+        learnable-error fitness needs; None counts no ray as uniformly drawn."""
         start = time.perf_counter()
-        skipped = self.store.update(flat, errors, trained=trained)
+        skipped = self.store.update(flat, errors, trained=trained, uniform=uniform)
         if self.errormap is not None and trained:
             self.errormap.observe(flat, errors)
         self.skipped_errors += skipped
@@ -439,8 +460,8 @@ class RaySelector(nn.Module):
     def sharded_state(self) -> Dict[str, Tensor]:
         """This rank's part of the selection state, as flat checkpoint entries. A collective.
 
-        Per-pixel state has one key per camera (``fitness/cam00042``, ``epoch/...``, ``visits/...``
-        and ``pool/...``: packed membership bits), so any world size can load it; the RNG and the
+        Per-pixel state has one key per camera (``fitness/cam00042``, ``epoch/...``, ``visits/...``,
+        ``uniform/...`` and ``pool/...``: packed membership bits), so any world size can load it; the RNG and the
         error map are per rank (``generator/rank1``); the rest is the same on every rank. Per-pixel
         entries are views of the store: nothing is copied or gathered.
         """
@@ -452,6 +473,8 @@ class RaySelector(nn.Module):
             state[camera_key("epoch", camera)] = store.epoch[start:end]
             if store.visits is not None:
                 state[camera_key("visits", camera)] = store.visits[start:end]
+            if store.uniform is not None:
+                state[camera_key("uniform", camera)] = store.uniform[local]
             if self.pool is not None:
                 state[camera_key("pool", camera)] = self.pool.image_bits(local)
         state[rank_key("generator", rank)] = self.generator.get_state()
@@ -502,6 +525,8 @@ class RaySelector(nn.Module):
             if store.visits is not None:
                 visits = state.get(camera_key("visits", camera))
                 store.visits[start:end] = 0 if visits is None else visits.to(store.visits.device)
+            if store.uniform is not None:
+                store.load_uniform(local, state.get(camera_key("uniform", camera)))
             if has_pool:
                 bits.append(state[camera_key("pool", camera)])
         store.current_epoch = int(state["store/epochs"][0])
@@ -542,6 +567,10 @@ class RaySelector(nn.Module):
         if getattr(self, "pool", None) is not None:
             self.pool = CandidatePool(self.store, self.pool.members())
         return out
+
+
+def _all_uniform(flat: Tensor) -> Selection:
+    return Selection(flat, None, flat.numel(), torch.ones(flat.numel(), dtype=torch.bool, device=flat.device))
 
 
 def _copy_into(target: Tensor, value: Tensor) -> None:

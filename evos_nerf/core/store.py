@@ -39,8 +39,13 @@ import torch
 from torch import Tensor, nn
 
 from evos_nerf.core.laplacian import laplacian_squared
+from evos_nerf.core.learnable import fit_floors, learnable_error
 from evos_nerf.core.neighbourhood import fill_unmeasured
 from evos_nerf.core.selection import mutate
+
+Fitness = Literal["error", "learnable"]
+"""What a pixel's fitness is: its (stale-corrected) error, or only the part of it that training is
+still taking away (``evos_nerf.core.learnable``)."""
 
 UnvisitedPrior = Literal["neighbourhood", "mean"]
 """How never-visited pixels are ranked: from their measured neighbours, or at the global mean."""
@@ -69,10 +74,12 @@ class FitnessStore(nn.Module):
         cameras: Optional[Sequence[int]] = None,
         num_cameras: Optional[int] = None,
         track_visits: bool = False,
+        track_uniform: bool = False,
     ) -> None:
         """``sizes`` are (H, W) of the images this store holds; ``cameras`` their absolute indices
         (default: all cameras 0..N-1); ``num_cameras`` the total number of training cameras;
-        ``track_visits`` keeps per-pixel selection counts (+1 byte per pixel) for inspection."""
+        ``track_visits`` keeps per-pixel selection counts (+1 byte per pixel) for inspection;
+        ``track_uniform`` keeps per-image, per-epoch sums of uniformly drawn errors (learnable fitness)."""
         super().__init__()
         if not sizes:
             raise ValueError("a fitness store needs at least one training image")
@@ -99,6 +106,11 @@ class FitnessStore(nn.Module):
         visits = torch.zeros(self.num_pixels, dtype=torch.uint8) if track_visits else None
         self.register_buffer("visits", visits, persistent=False)
         """How often each pixel was trained (saturates at 255), or None when not tracked."""
+        uniform = torch.zeros(len(sizes), 2, 16, dtype=torch.float64) if track_uniform else None
+        self.register_buffer("uniform", uniform, persistent=False)
+        """[N, 2, E] count and error total of each image's uniformly drawn measurements in each
+        epoch (the unbiased sample the learnable-error fitness fits on), or None when not tracked.
+        Sums, not per-pixel flags, so that a pixel's later, biased measurements never erase them."""
         self.current_epoch = 1
         """Epoch stamped on new measurements; the selector advances it at every key iteration."""
         self.error_levels: List[float] = [math.nan]
@@ -249,20 +261,27 @@ class FitnessStore(nn.Module):
         return torch.cat([self.edges(i) for i in range(self.num_images)])
 
     # -- feedback ------------------------------------------------------------------------------
-    def update(self, flat: Tensor, error: Tensor, trained: bool = True) -> int:
+    def update(self, flat: Tensor, error: Tensor, trained: bool = True, uniform: Optional[Tensor] = None) -> int:
         """Write measured errors back, stamped with the current epoch. Returns how many were skipped.
 
         Non-finite errors are skipped, and masked pixels stay masked. ``trained`` counts the rays
         toward the epoch's error level and the visit counts; re-measurements at key iterations are
-        not trained.
+        not trained. ``uniform`` [R] bool marks rays drawn uniformly (None: none of them were).
         """
         flat = flat.to(self.fitness.device).long()
         error = error.detach().reshape(-1).to(self.fitness.device).float()
         finite = torch.isfinite(error)
         skipped = int((~finite).sum())
         keep = finite & ~torch.isnan(self.fitness[flat])
+        if uniform is not None:
+            uniform = uniform.to(self.fitness.device).reshape(-1).bool()
+            if uniform.numel() != flat.numel():
+                raise ValueError(f"{uniform.numel()} uniform-draw flags for {flat.numel()} rays")
         if not bool(keep.all()):
             flat, error = flat[keep], error[keep]
+            uniform = uniform[keep] if uniform is not None else None
+        if self.uniform is not None and uniform is not None and bool(uniform.any()):
+            self._add_uniform(flat[uniform], error[uniform])
         if trained and self.visits is not None and flat.numel():
             pixels, counts = torch.unique(flat, return_counts=True)
             self.visits[pixels] = (self.visits[pixels].int() + counts).clamp_(max=VISITS_MAX).to(torch.uint8)
@@ -282,6 +301,50 @@ class FitnessStore(nn.Module):
             self.epoch_sum += float(error.sum(dtype=torch.float64))
             self.epoch_count += int(error.numel())
         return skipped
+
+    def _grow_uniform(self, epochs: int) -> None:
+        have = self.uniform.shape[2]
+        if epochs > have:
+            grown = torch.zeros(self.num_images, 2, max(2 * have, epochs), dtype=self.uniform.dtype, device=self.uniform.device)
+            grown[:, :, :have] = self.uniform
+            self.uniform = grown
+
+    def load_uniform(self, local: int, saved: Optional[Tensor]) -> None:
+        """Restore one image's uniform-draw sums ([2, E] from a checkpoint; None clears them)."""
+        self.uniform[local].zero_()
+        if saved is not None:
+            self._grow_uniform(saved.shape[1])
+            self.uniform[local, :, : saved.shape[1]] = saved.to(self.uniform)
+
+    def _add_uniform(self, flat: Tensor, error: Tensor) -> None:
+        self._grow_uniform(self.current_epoch + 1)
+        local = self.locate(flat)[0]
+        self.uniform[:, 0, self.current_epoch].index_add_(0, local, torch.ones_like(error, dtype=self.uniform.dtype))
+        self.uniform[:, 1, self.current_epoch].index_add_(0, local, error.to(self.uniform.dtype))
+
+    def uniform_level_ratios(self, reduce_sum: ReduceSum = _identity) -> Tensor:
+        """[current_epoch + 1] x of each epoch: the mean uniformly drawn error then over the latest one.
+
+        The training error level (``stale_ratios``) cannot serve here: it is the mean error of what
+        was trained, which rises whenever the selection moves onto persistent error. Uniform draws
+        are the unbiased level. Epochs without them take the level before them (1 before any).
+        """
+        epochs = self.current_epoch + 1
+        self._grow_uniform(epochs)
+        totals = reduce_sum(self.uniform[:, :, :epochs].sum(0))  # [2, E] over all shards
+        level = torch.where(totals[0] > 0, totals[1] / totals[0].clamp(min=1), torch.full_like(totals[1], math.nan))
+        filled, last = [], math.nan
+        for value in level.tolist():
+            last = value if math.isfinite(value) and value > 0 else last
+            filled.append(last)
+        known = torch.tensor(filled, dtype=torch.float64)
+        x = known / filled[-1] if math.isfinite(filled[-1]) else torch.ones_like(known)
+        return torch.where(torch.isfinite(x), x, torch.ones_like(x)).clamp(min=1e-6)
+
+    def uniform_floors(self, level_ratio: Tensor) -> Tensor:
+        """[N] each image's persistent error floor (``evos_nerf.core.learnable``)."""
+        epochs = level_ratio.numel()
+        return fit_floors(self.uniform[:, 0, :epochs], self.uniform[:, 1, :epochs], level_ratio).float()
 
     # -- epochs (key iterations) -----------------------------------------------------------------
     def close_epoch(self, total: float, count: float) -> None:
@@ -320,16 +383,26 @@ class FitnessStore(nn.Module):
         unvisited_prior: UnvisitedPrior = "neighbourhood",
         prior_block: int = 16,
         with_edges: bool = False,
+        fitness: Fitness = "error",
     ) -> Tuple[Tensor, Optional[Tensor], Tuple[float, float]]:
         """(e, h, (sum e, sum h)): every pixel's estimated error now, its edge-weighted error, and their
         sums over this shard's valid pixels. Masked pixels are -inf in both (never ranked).
 
         e: stale errors rescaled by ``stale_ratios``, never-visited pixels estimated by
         ``unvisited_prior``; h = e * edge prior (None unless ``with_edges``). Two passes per image,
-        each over a cache-sized slice, so the cost is O(P) with a small constant.
+        each over a cache-sized slice, so the cost is O(P) with a small constant. With ``fitness``
+        "learnable", e is only the learnable part of each error, stale-corrected by construction (by
+        the uniformly drawn error level, ``uniform_level_ratios``), whatever ``stale_correction`` says.
         """
         e = torch.empty(self.num_pixels, dtype=torch.float32, device=self.fitness.device)
-        ratios = self.stale_ratios() if stale_correction else None
+        learnable = fitness == "learnable"
+        if learnable and self.uniform is None:
+            raise RuntimeError("the learnable-error fitness needs a store built with track_uniform=True")
+        ratios = self.stale_ratios() if stale_correction and not learnable else None
+        if learnable:
+            level_ratio = self.uniform_level_ratios(reduce_sum)
+            floors = self.uniform_floors(level_ratio).tolist()
+            level_ratio = level_ratio.float().to(e.device)
         masked = self.num_valid < self.num_pixels  # masked pixels are NaN: only then are they handled
         # Pass 1: corrected measured errors, and their total for the global prior.
         total = 0.0
@@ -339,7 +412,9 @@ class FitnessStore(nn.Module):
             out.copy_(self.fitness[start:end])
             if masked:
                 torch.nan_to_num(out, nan=0.0, out=out)
-            if ratios is not None:
+            if learnable:
+                out.copy_(learnable_error(out, level_ratio.index_select(0, self.epoch[start:end].int()), floors[local]))
+            elif ratios is not None:
                 out.mul_(ratios.index_select(0, self.epoch[start:end].int()))
             total += float(out.sum())  # never-measured pixels hold 0
         totals = reduce_sum(torch.tensor([total, float(self.num_measured)], dtype=torch.float64))
@@ -378,9 +453,10 @@ class FitnessStore(nn.Module):
         reduce_sum: ReduceSum = _identity,
         unvisited_prior: UnvisitedPrior = "neighbourhood",
         prior_block: int = 16,
+        fitness: Fitness = "error",
     ) -> Tensor:
         """[P] float32 fitness as of now (stale errors rescaled, never-visited pixels estimated); -inf where masked."""
-        return self.ranking_scores(stale_correction, reduce_sum, unvisited_prior, prior_block)[0]
+        return self.ranking_scores(stale_correction, reduce_sum, unvisited_prior, prior_block, fitness=fitness)[0]
 
     # -- per-step selection ----------------------------------------------------------------------
     def sample_uniform(self, batch_size: int, generator: torch.Generator) -> Tensor:
@@ -397,7 +473,7 @@ class FitnessStore(nn.Module):
 
     def bytes_per_pixel(self) -> float:
         """Per-pixel buffers only: 4 (fp16 fitness + int16 epoch), 5 with visit counts."""
-        per_pixel = [self.fitness, self.epoch] + ([self.visits] if self.visits is not None else [])
+        per_pixel = [b for b in (self.fitness, self.epoch, self.visits) if b is not None]
         return sum(b.element_size() for b in per_pixel)
 
     def describe(self) -> Tuple[str, str]:

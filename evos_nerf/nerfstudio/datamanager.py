@@ -106,7 +106,7 @@ class EvosDataManager(RunIdentity, VanillaDataManager):
         seed = cfg.seed + rank if cfg.seed is not None else int(torch.randint(0, 2**62, (1,)).item())
         dtype = torch.float16 if cfg.fitness_dtype == "float16" else torch.float32
         store = FitnessStore([sizes[c] for c in own], dtype, cameras=own, num_cameras=len(sizes),
-                             track_visits=self.config.selection_counts)
+                             track_visits=self.config.selection_counts, track_uniform=cfg.fitness == "learnable")
         generator = torch.Generator(device="cpu").manual_seed(seed)  # train_loop seeded torch per rank
         self.selector = RaySelector(cfg, store, self.config.train_num_rays_per_batch, generator)
         self._initialise_selector()

@@ -182,6 +182,8 @@ def load(selector: RaySelector, checkpoint_dir: Path, step: int, camera_sizes: S
             continue
         if key.startswith("visits/") and not selector.store.track_visits:
             continue
+        if key.startswith("uniform/") and selector.store.uniform is None:
+            continue
         current = fresh.get(key)
         same = current is not None and tuple(current.shape) == tuple(entry.size) and current.dtype == entry.properties.dtype
         wanted[key] = current if same else _empty(entry)

@@ -69,6 +69,8 @@ class EvosPixelSampler(PixelSampler):
     def _finish(collated: Dict, selection, indices: Tensor, batch: Dict, keep_full_image: bool) -> Dict:
         collated["indices"] = indices
         collated["evos_flat"] = selection.flat
+        if selection.uniform is not None:
+            collated["evos_uniform"] = selection.uniform
         if selection.weights is not None:
             collated["ray_weights"] = selection.weights.to(batch["image"][0].device if isinstance(batch["image"], list) else batch["image"].device)
         if keep_full_image:
