@@ -133,3 +133,22 @@ def test_uniform_flags_round_trip_through_the_sharded_state():
     fresh = _selector("learnable")
     fresh.load_sharded_state(state, same_world_size=True)
     assert torch.equal(fresh.store.uniform[:, :, : sums.shape[2]], sums)
+
+
+def test_shards_agree_on_the_uniform_error_level_of_the_whole_store():
+    def filled(cameras):
+        store = FitnessStore([(SIDE, SIDE)] * len(cameras), cameras=cameras, num_cameras=2, track_uniform=True)
+        for epoch, level in enumerate((0.4, 0.2, 0.1), start=1):
+            store.current_epoch = epoch
+            for camera in cameras:
+                flat = store.flat_index(torch.full((4,), camera), torch.arange(4), torch.arange(4))
+                error = torch.full((4,), level * (1 + camera))
+                store.update(flat, error, trained=False, uniform=torch.ones(4, dtype=torch.bool))
+        return store
+
+    whole, first, second = filled([0, 1]), filled([0]), filled([1])
+    local = lambda s: s.uniform[:, :, : s.current_epoch + 1].sum(0)  # noqa: E731
+    expected = whole.uniform_level_ratios()
+    assert torch.allclose(expected[1:4], torch.tensor([4.0, 2.0, 1.0], dtype=torch.float64))
+    assert torch.allclose(first.uniform_level_ratios(lambda t: t + local(second)), expected)
+    assert torch.allclose(second.uniform_level_ratios(lambda t: t + local(first)), expected)
