@@ -218,6 +218,11 @@ def merge(args: Args) -> None:
     budgets, presets, threads = [], [], set()
     for path in args.merge or []:
         data = json.loads(path.read_text())
+        if isinstance(data, list):  # a part's *_summary.json, which a shell glob picks up too
+            console.print(f"--merge: skipping {path} (a summary, not a result file)")
+            continue
+        if not isinstance(data, dict) or "runs" not in data or "budget" not in data:
+            raise SystemExit(f"--merge: {path} is not a bench_nerf result file (no runs or budget)")
         budgets.append(data["budget"])
         presets.append(data["preset"])
         threads.add(str(data.get("threads", "?")))

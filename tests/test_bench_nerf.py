@@ -1,5 +1,7 @@
 """The NeRF benchmark's lock-step loop: a run's result must not depend on its place in the list."""
 
+import json
+
 import pytest
 import torch
 
@@ -30,3 +32,16 @@ def test_identical_runs_end_identical_wherever_they_sit_in_the_lock_step(tmp_pat
 
 def _tensors(run):
     return {k: v for k, v in run.trainer.pipeline.model.state_dict().items() if isinstance(v, torch.Tensor)}
+
+
+def test_merge_combines_part_results_and_skips_their_summaries(tmp_path):
+    bench = load_script("bench_nerf")
+    parts = bench.ROOT / "benchmarks" / "real_parts"
+    files = [parts / "real_fern_s0r.json", parts / "real_fern_s0r_summary.json", parts / "real_fern_s2.json"]
+    bench.main(bench.Args(merge=files, name="merged", out=tmp_path))
+    merged = json.loads((tmp_path / "merged.json").read_text())
+    assert {(r["seed"], r["strategy"]) for r in merged["runs"]} >= {(0, "uniform"), (2, "uniform"), (0, "evos:step")}
+    assert (tmp_path / "merged_summary.json").exists() and (tmp_path / "merged.png").exists()
+    (tmp_path / "other.json").write_text('{"rows": []}')
+    with pytest.raises(SystemExit, match="other.json is not a bench_nerf result file"):
+        bench.main(bench.Args(merge=[tmp_path / "other.json"], name="x", out=tmp_path))
