@@ -8,6 +8,10 @@ one (scene, seed) advance in lock-step slices, so this machine's speed drift hit
 after each slice every strategy is evaluated on the whole test split (outside the timers). Each
 run draws from its own copy of torch's global random stream (nerfacto's ray samplers use it),
 started from the seed, so a run's result does not depend on its place in the strategy list.
+Runs are bit-reproducible at a fixed thread count (``--threads``, default 1): the same run on 2
+threads rounds differently, and training amplifies that (fern seed 1's uniform: 0.001 dB apart at
+step 240, 0.02 dB at the end; EVOS variants, whose pixel ranking turns on tiny error differences,
+0.1-0.17 dB at step 240). The report records threads, host and kernel ISA of every part.
 Writes ``benchmarks/nerf_<preset>.md`` and ``.json`` and prints the same tables.
 """
 
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import platform
 import sys
 import time
 from contextlib import contextmanager
@@ -59,6 +64,9 @@ class Args:
     eval_pixels: int = 0
     """Pilots only: PSNR from this many fixed random pixels per test view instead of whole images
     (about 10x cheaper at 5000; SSIM is then not measured)."""
+    threads: int = 1
+    """Torch threads per process. Part of a result's identity: the same run on 2 threads rounds
+    differently from 1 (every reported group ran on 1; two groups share this 2-core machine)."""
     name: Optional[str] = None
     """Output file stem (default ``nerf_<preset>``); use it for partial runs of a preset."""
     merge: Optional[List[Path]] = None
@@ -81,6 +89,20 @@ class Run:
 
 def current_rng_state() -> Dict[str, Any]:
     return {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def host() -> str:
+    """Where a part ran: the CPU kind and the kernel ISA torch dispatches to. The ISA can change
+    rounding (torch's unvectorized kernels do; AVX2 and AVX-512 gave identical runs here)."""
+    fields = {}
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+    name = fields.get("model name") or platform.processor() or platform.machine()
+    family = f" family {fields['cpu family']} model {fields['model']}" if "cpu family" in fields and "model" in fields else ""
+    return f"{name}{family}, {torch.backends.cpu.get_cpu_capability()}"
 
 
 def seeded_rng_state(seed: int) -> Dict[str, Any]:
@@ -215,7 +237,7 @@ def evaluate(run: Run, pixels: int = 0) -> None:
 def merge(args: Args) -> None:
     """One report from several result files of the same budget (each run is kept as measured)."""
     runs: List[Run] = []
-    budgets, presets, threads = [], [], set()
+    budgets, presets, threads, hosts = [], [], set(), set()
     for path in args.merge or []:
         data = json.loads(path.read_text())
         if isinstance(data, list):  # a part's *_summary.json, which a shell glob picks up too
@@ -226,6 +248,7 @@ def merge(args: Args) -> None:
         budgets.append(data["budget"])
         presets.append(data["preset"])
         threads.add(str(data.get("threads", "?")))
+        hosts.add(data.get("host", "not recorded"))
         runs += [Run(r["scene"], r["strategy"], r["seed"], None, history=r["history"]) for r in data["runs"]]
     if not runs:
         raise SystemExit("--merge: no runs in the given files")
@@ -233,13 +256,17 @@ def merge(args: Args) -> None:
         raise SystemExit(f"--merge: the files have different budgets: {budgets}")
     seeds = sorted({r.seed for r in runs})
     args.preset = args.preset if args.name else presets[0].get("name", args.preset)
-    write_results(runs, presets[0], Budget(**budgets[0]), seeds, args, final=True, threads="/".join(sorted(threads)))
+    write_results(runs, presets[0], Budget(**budgets[0]), seeds, args, final=True, threads="/".join(sorted(threads)),
+                  hosts="; ".join(sorted(hosts)))
 
 
 def main(args: Args) -> None:
     if args.merge:
         merge(args)
         return
+    if args.threads < 1:
+        raise SystemExit(f"--threads must be >= 1 (got {args.threads})")
+    torch.set_num_threads(args.threads)
     preset = yaml.safe_load((ROOT / "configs" / f"bench_nerf_{args.preset}.yaml").read_text())
     budget = Budget(steps=args.steps or preset["steps"], rays=preset["rays"], full=preset.get("full", False),
                     decay_to_budget=preset.get("decay_to_budget", False), model=preset.get("model", {}))
@@ -276,15 +303,16 @@ def main(args: Args) -> None:
 
 
 def write_results(runs: List[Run], preset: Dict[str, Any], budget: Budget, seeds: List[int], args: Args,
-                  final: bool, threads: Optional[str] = None) -> None:
+                  final: bool, threads: Optional[str] = None, hosts: Optional[str] = None) -> None:
     """``<stem>.md`` (tables, checks, curves), ``<stem>.json`` (every history), ``<stem>.png`` (curves);
     with ``summary_json`` in the preset, also that file (the per-(scene, strategy) summary list)."""
     threads = threads or str(torch.get_num_threads())
+    hosts = hosts or host()
     summary = nerf_report.summarise(runs)
     stem = args.name or f"nerf_{args.preset}"
     header = (f"# NeRF benchmark, preset `{args.preset}`\n\n{budget.steps} steps x {budget.rays} rays, reduced nerfacto "
               f"(full={budget.full}, model overrides {budget.model or 'none'}, learning-rate decay to the budget: "
-              f"{budget.decay_to_budget}), seeds {seeds}, torch {torch.__version__}, {threads} thread(s) per process. "
+              f"{budget.decay_to_budget}), seeds {seeds}, torch {torch.__version__}, {threads} thread(s) per process, host {hosts}. "
               "Mean ± std over seeds; time and step ratios are medians over seeds. Times are training seconds "
               "(selection, forward, backward, optimizer step; evaluation excluded). Equal time: each strategy's "
               "curve interpolated at the shortest final training time of its (scene, seed) group.\n\n"
@@ -302,7 +330,7 @@ def write_results(runs: List[Run], preset: Dict[str, Any], budget: Budget, seeds
     args.out.mkdir(parents=True, exist_ok=True)
     write_text(args.out / f"{stem}.md", text if final else text + "\n(partial: the run is still going)\n")
     write_json(args.out / f"{stem}.json", {
-        "preset": preset, "budget": vars(budget), "threads": threads, "summary": summary, "complete": final,
+        "preset": preset, "budget": vars(budget), "threads": threads, "host": hosts, "summary": summary, "complete": final,
         "runs": [{"scene": r.scene, "strategy": r.strategy, "seed": r.seed, "history": r.history} for r in runs],
     })
     nerf_report.plot(runs, args.out / f"{stem}.png", f"NeRF benchmark {args.preset}: test PSNR / SSIM (mean over seeds)")

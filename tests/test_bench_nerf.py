@@ -42,6 +42,20 @@ def test_merge_combines_part_results_and_skips_their_summaries(tmp_path):
     merged = json.loads((tmp_path / "merged.json").read_text())
     assert {(r["seed"], r["strategy"]) for r in merged["runs"]} >= {(0, "uniform"), (2, "uniform"), (0, "evos:step")}
     assert (tmp_path / "merged_summary.json").exists() and (tmp_path / "merged.png").exists()
+    assert merged["host"] == "not recorded"  # parts written before hosts were recorded say so, not this host
+    assert "host not recorded" in (tmp_path / "merged.md").read_text()
     (tmp_path / "other.json").write_text('{"rows": []}')
     with pytest.raises(SystemExit, match="other.json is not a bench_nerf result file"):
         bench.main(bench.Args(merge=[tmp_path / "other.json"], name="x", out=tmp_path))
+
+
+def test_host_names_the_kernel_isa_that_decides_bit_reproducibility():
+    bench = load_script("bench_nerf")
+    assert bench.host().endswith(", " + torch.backends.cpu.get_cpu_capability())
+
+
+def test_a_thread_count_below_one_is_refused_before_anything_trains(tmp_path):
+    bench = load_script("bench_nerf")
+    with pytest.raises(SystemExit, match="--threads must be >= 1"):
+        bench.main(bench.Args(threads=0, work=tmp_path / "work", out=tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
