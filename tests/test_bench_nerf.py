@@ -49,7 +49,7 @@ def test_merge_combines_part_results_and_skips_their_summaries(tmp_path):
         bench.main(bench.Args(merge=[tmp_path / "other.json"], name="x", out=tmp_path))
 
 
-def test_host_names_the_kernel_isa_that_decides_bit_reproducibility():
+def test_host_names_the_cpu_and_the_kernel_isa_torch_dispatches_to():
     bench = load_script("bench_nerf")
     assert bench.host().endswith(", " + torch.backends.cpu.get_cpu_capability())
 
