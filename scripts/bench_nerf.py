@@ -140,6 +140,7 @@ VARIANTS = {
     "step": {"ratio_schedule": "step"},
     "cosine": {"ratio_schedule": "cosine"},
     "learnable": {"fitness": "learnable"},
+    "relative": {"fitness": "relative"},
 }
 """Ablation suffixes: ``evos:crossover``, ``evos:step+weighted`` (joined with ``+``)."""
 

@@ -80,7 +80,9 @@ class SelectorConfig:
     fitness: Fitness = "error"
     """error: a pixel's cached error (the paper); learnable: only the part of it that falls with
     training, from a per-block fit over uniformly drawn measurements (``evos_nerf.core.learnable``;
-    +1 byte per pixel). Aimed at real captures' persistent error: exposure, blur, pose noise."""
+    +1 byte per pixel). Aimed at real captures' persistent error: exposure, blur, pose noise.
+    relative: a pixel's error over its image's mean error, so views rank their own hard pixels
+    and a view-wide error level (blur, exposure, pose error) no longer draws the pool to that view."""
     unvisited_prior: UnvisitedPrior = "neighbourhood"
     """Fitness of never-visited pixels: neighbourhood (their measured block neighbours, shrunk
     toward their image's mean) or mean (the global mean error)."""

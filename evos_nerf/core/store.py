@@ -43,9 +43,11 @@ from evos_nerf.core.learnable import fit_floors, learnable_error
 from evos_nerf.core.neighbourhood import fill_unmeasured
 from evos_nerf.core.selection import mutate
 
-Fitness = Literal["error", "learnable"]
-"""What a pixel's fitness is: its (stale-corrected) error, or only the part of it that training is
-still taking away (``evos_nerf.core.learnable``)."""
+Fitness = Literal["error", "learnable", "relative"]
+"""What a pixel's fitness is: its (stale-corrected) error; only the part of it that training is
+still taking away (``evos_nerf.core.learnable``); or its error relative to its own image's mean
+error, so that a view's overall error level (blur, exposure, pose error: persistent on real
+captures) does not decide how much of the pool the view gets."""
 
 UnvisitedPrior = Literal["neighbourhood", "mean"]
 """How never-visited pixels are ranked: from their measured neighbours, or at the global mean."""
@@ -393,6 +395,7 @@ class FitnessStore(nn.Module):
         each over a cache-sized slice, so the cost is O(P) with a small constant. With ``fitness``
         "learnable", e is only the learnable part of each error, stale-corrected by construction (by
         the uniformly drawn error level, ``uniform_level_ratios``), whatever ``stale_correction`` says.
+        With "relative", each image's estimates are divided by their mean over its valid pixels.
         """
         e = torch.empty(self.num_pixels, dtype=torch.float32, device=self.fitness.device)
         learnable = fitness == "learnable"
@@ -435,6 +438,8 @@ class FitnessStore(nn.Module):
                 out.addcmul_(torch.full_like(out, prior), 1.0 - measured)
             if masked:
                 out.mul_(valid)
+            if fitness == "relative":
+                _divide_by_mean(out, float(valid.sum()) if masked else float(end - start))
             sum_e += float(out.sum())
             if h is not None:
                 edge = h[start:end]
@@ -484,6 +489,13 @@ class FitnessStore(nn.Module):
             f"{self.num_images} images, {self.num_pixels:,} pixels, {self.memory_bytes() / 2**20:.1f} MiB",
             f"{self.bytes_per_pixel():g} bytes ({dtype} fitness, int16 epoch{counts})",
         )
+
+
+def _divide_by_mean(errors: Tensor, count: float) -> None:
+    """In place: one image's errors (masked pixels at 0) over their mean over ``count`` valid pixels."""
+    mean = float(errors.sum()) / count if count > 0 else 0.0
+    if mean > 0 and math.isfinite(mean):
+        errors.div_(mean)
 
 
 def pixel_offsets(counts: Tensor) -> Tensor:
