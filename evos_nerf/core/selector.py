@@ -79,7 +79,7 @@ class SelectorConfig:
     """Rescale cached errors by how much the mean training error fell since they were measured."""
     fitness: Fitness = "error"
     """error: a pixel's cached error (the paper); learnable: only the part of it that falls with
-    training, from a per-block fit over uniformly drawn measurements (``evos_nerf.core.learnable``;
+    training, from a per-image fit over uniformly drawn measurements (``evos_nerf.core.learnable``;
     +1 byte per pixel). Aimed at real captures' persistent error: exposure, blur, pose noise.
     relative: a pixel's error over its image's mean error, so views rank their own hard pixels
     and a view-wide error level (blur, exposure, pose error) no longer draws the pool to that view."""
