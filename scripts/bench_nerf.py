@@ -17,7 +17,6 @@ Writes ``benchmarks/nerf_<preset>.md`` and ``.json`` and prints the same tables.
 
 from __future__ import annotations
 
-import json
 import math
 import platform
 import sys
@@ -237,20 +236,18 @@ def evaluate(run: Run, pixels: int = 0) -> None:
 
 def merge(args: Args) -> None:
     """One report from several result files of the same budget (each run is kept as measured)."""
-    runs: List[Run] = []
+    runs: List[nerf_report.MeasuredRun] = []
     budgets, presets, threads, hosts = [], [], set(), set()
     for path in args.merge or []:
-        data = json.loads(path.read_text())
-        if isinstance(data, list):  # a part's *_summary.json, which a shell glob picks up too
+        data = nerf_report.read_result(path)
+        if data is None:
             console.print(f"--merge: skipping {path} (a summary, not a result file)")
             continue
-        if not isinstance(data, dict) or "runs" not in data or "budget" not in data:
-            raise SystemExit(f"--merge: {path} is not a bench_nerf result file (no runs or budget)")
         budgets.append(data["budget"])
         presets.append(data["preset"])
         threads.add(str(data.get("threads", "?")))
         hosts.add(data.get("host", "not recorded"))
-        runs += [Run(r["scene"], r["strategy"], r["seed"], None, history=r["history"]) for r in data["runs"]]
+        runs += nerf_report.measured_runs(data)
     if not runs:
         raise SystemExit("--merge: no runs in the given files")
     if any(b != budgets[0] for b in budgets):

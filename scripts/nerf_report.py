@@ -6,8 +6,10 @@ Every number is read off the measured evaluation histories: a run is a list of
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -15,6 +17,36 @@ from evos_nerf.curves import reach, value_at
 
 BASELINES = ("errormap", "softmining", "topk")
 """The samplers a user would pick instead of EVOS (besides uniform)."""
+
+
+@dataclass
+class MeasuredRun:
+    """A finished run as a result file keeps it: what the report functions read."""
+
+    scene: str
+    strategy: str
+    seed: int
+    history: List[Dict[str, float]]
+
+
+def read_result(path: Path) -> Optional[Dict[str, Any]]:
+    """A ``bench_nerf`` result file, or None for a part's ``*_summary.json`` (a list, which a shell
+    glob picks up too). Anything else stops with one line naming the file."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise SystemExit(f"{path}: no such result file") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise SystemExit(f"{path}: not a JSON result file ({err})") from None
+    if isinstance(data, list):
+        return None
+    if not isinstance(data, dict) or "runs" not in data or "budget" not in data:
+        raise SystemExit(f"{path} is not a bench_nerf result file (no runs or budget)")
+    return data
+
+
+def measured_runs(data: Dict[str, Any]) -> List[MeasuredRun]:
+    return [MeasuredRun(r["scene"], r["strategy"], r["seed"], r["history"]) for r in data["runs"]]
 
 
 def plateau_rise(history: List[Dict[str, float]]) -> float:
@@ -196,3 +228,39 @@ def plot(runs, path: Path, title: str) -> None:
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=80)
+
+
+def against_full_budget(short, full) -> List[str]:
+    """Each strategy's final at a shorter budget against uniform's final at the full budget.
+
+    The in-run crossing point (``ratio`` / ``step_ratio`` above) reads a run whose learning rate
+    has not decayed yet; a user who wants to train for less trains a shorter schedule. This table
+    pairs every short run with the full-budget uniform run of the same (scene, seed).
+    """
+    reference = {(r.scene, r.seed): r.history[-1] for r in full if r.strategy == "uniform"}
+    pairs: Dict[tuple, List[tuple]] = {}
+    for r in short:
+        ref = reference.get((r.scene, r.seed))
+        if ref is not None:
+            pairs.setdefault((r.scene, r.strategy), []).append((r.seed, r.history[-1], ref))
+    lines = [
+        "| scene | strategy | steps | training time (median) | final PSNR / SSIM | uniform's full-budget final | "
+        "ΔPSNR per seed | ΔSSIM per seed | seeds at or above it: PSNR, PSNR and SSIM |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for (scene, strategy), rows in pairs.items():
+        dpsnr = [mine["psnr"] - ref["psnr"] for _, mine, ref in rows]
+        dssim = [mine["ssim"] - ref["ssim"] for _, mine, ref in rows]
+        steps = statistics.median(mine["step"] / ref["step"] for _, mine, ref in rows)
+        seconds = statistics.median(mine["train_seconds"] / ref["train_seconds"] for _, mine, ref in rows)
+        psnr_ok = sum(d >= 0 for d in dpsnr)
+        both_ok = sum(p >= 0 and s >= 0 for p, s in zip(dpsnr, dssim))
+        lines.append(
+            f"| {scene} | {strategy} | {steps:.2f}x | {seconds:.2f}x | "
+            f"{fmt_spread([m['psnr'] for _, m, _ in rows])} / {fmt_spread([m['ssim'] for _, m, _ in rows], 3)} | "
+            f"{fmt_spread([r['psnr'] for _, _, r in rows])} / {fmt_spread([r['ssim'] for _, _, r in rows], 3)} | "
+            + ", ".join(f"s{seed} {d:+.2f}" for (seed, _, _), d in zip(rows, dpsnr)) + " | "
+            + ", ".join(f"s{seed} {d:+.3f}" for (seed, _, _), d in zip(rows, dssim)) + " | "
+            f"{psnr_ok}/{len(rows)}, {both_ok}/{len(rows)} |"
+        )
+    return lines

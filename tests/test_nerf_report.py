@@ -1,4 +1,8 @@
-"""The benchmark report's checks: every EVOS row is judged against uniform and the best baseline."""
+"""The benchmark report: every EVOS row is judged against uniform and the best baseline, and shorter budgets against uniform at the full one."""
+
+import json
+
+import pytest
 
 from script_modules import load_script
 
@@ -24,3 +28,43 @@ def test_checks_judge_every_evos_row_against_uniform_and_the_fastest_baseline():
     assert "it is worse than uniform in SSIM" in text  # evos:constant: 0.49 < 0.50
     assert "it is not worse than uniform in PSNR or SSIM" in text  # evos:step
     assert "overhead 1.50%" in text
+
+
+def _run(report, scene, strategy, seed, step, psnr, ssim, seconds):
+    return report.MeasuredRun(scene, strategy, seed, [{"step": step, "train_seconds": seconds, "psnr": psnr, "ssim": ssim}])
+
+
+def test_shorter_budget_finals_are_judged_against_uniform_at_the_full_budget_of_the_same_seed():
+    report = load_script("nerf_report")
+    full = [_run(report, "s", "uniform", 0, 1200, 20.0, 0.50, 300.0), _run(report, "s", "uniform", 1, 1200, 21.0, 0.60, 300.0),
+            _run(report, "s", "evos", 0, 1200, 25.0, 0.90, 300.0)]  # only uniform is a reference
+    short = [_run(report, "s", "evos", 0, 600, 20.5, 0.49, 120.0), _run(report, "s", "evos", 1, 600, 21.2, 0.61, 180.0),
+             _run(report, "s", "evos", 7, 600, 30.0, 0.99, 100.0)]  # no reference for seed 7: left out
+    lines = report.against_full_budget(short, full)
+    assert len(lines) == 3
+    row = lines[2]
+    assert row.startswith("| s | evos | 0.50x | 0.50x | 20.85 ± 0.49 / 0.550 ± 0.085 | 20.50 ± 0.71 / 0.550 ± 0.071 |")
+    assert "s0 +0.50, s1 +0.20" in row and "s0 -0.010, s1 +0.010" in row
+    assert row.endswith("| 2/2, 1/2 |")
+
+
+def test_budget_report_refuses_references_of_another_model_and_short_runs_that_are_not_shorter(tmp_path):
+    budget = load_script("budget_report")
+
+    def write(name, steps, model):
+        runs = [{"scene": "s", "strategy": "uniform", "seed": 0,
+                 "history": [{"step": steps, "train_seconds": 1.0, "psnr": 20.0, "ssim": 0.5}]}]
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps({"budget": {"steps": steps, "rays": 512, "model": model}, "runs": runs}))
+        return path
+
+    full, half = write("full", 1200, {"w": 1}), write("half", 600, {"w": 1})
+    budget.main(budget.Args(short=[half], full=[full], out=tmp_path / "t.md"))
+    assert "| s | uniform | 0.50x |" in (tmp_path / "t.md").read_text()
+    with pytest.raises(SystemExit, match="other.json: its budget differs"):
+        budget.main(budget.Args(short=[write("other", 600, {"w": 2})], full=[full]))
+    with pytest.raises(SystemExit, match="fewer steps than --full's 1200"):
+        budget.main(budget.Args(short=[write("long", 1200, {"w": 1})], full=[full]))
+    (tmp_path / "broken.json").write_text("{not json")
+    with pytest.raises(SystemExit, match="broken.json: not a JSON result file"):
+        budget.main(budget.Args(short=[tmp_path / "broken.json"], full=[full]))
