@@ -51,7 +51,8 @@ class Args:
     out: Path = ROOT / "benchmarks"
     work: Path = Path("/tmp/evos-bench-nerf")
     steps: Optional[int] = None
-    """Override the preset's step budget (smoke runs)."""
+    """Override the preset's step budget: smoke runs, or a shorter schedule (the learning-rate decay
+    and EVOS's ratio schedule end there) for ``scripts/budget_report.py``."""
     scenes: Optional[List[str]] = None
     """Subset of the preset's scenes."""
     strategies: Optional[List[str]] = None
