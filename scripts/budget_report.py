@@ -58,15 +58,15 @@ def main(args: Args) -> None:
     short, short_budgets = load(args.short)
     full, full_budgets = load(args.full)
     (ref_path, ref), *_ = full_budgets
+    apart_from_steps = lambda budget: {k: v for k, v in budget.items() if k != "steps"}  # noqa: E731
     for path, budget in short_budgets + full_budgets:
-        same = {k: v for k, v in budget.items() if k != "steps"} == {k: v for k, v in ref.items() if k != "steps"}
-        if not same:
+        if apart_from_steps(budget) != apart_from_steps(ref):
             raise SystemExit(f"{path}: its budget differs from {ref_path} in more than the step count "
                              f"({budget} vs {ref})")
     if any(b["steps"] >= ref["steps"] for _, b in short_budgets):
         raise SystemExit(f"--short: every file must have fewer steps than --full's {ref['steps']}")
     lines = nerf_report.against_full_budget(short, full)
-    if len(lines) == 2:
+    if not lines:
         raise SystemExit("no (scene, seed) of --short has a uniform run in --full")
     text = "\n".join(lines)
     console.print(text)

@@ -235,7 +235,8 @@ def against_full_budget(short, full) -> List[str]:
 
     The in-run crossing point (``ratio`` / ``step_ratio`` above) reads a run whose learning rate
     has not decayed yet; a user who wants to train for less trains a shorter schedule. This table
-    pairs every short run with the full-budget uniform run of the same (scene, seed).
+    pairs every short run with the full-budget uniform run of the same (scene, seed); no lines
+    when none has such a partner.
     """
     reference = {(r.scene, r.seed): r.history[-1] for r in full if r.strategy == "uniform"}
     pairs: Dict[tuple, List[tuple]] = {}
@@ -243,6 +244,8 @@ def against_full_budget(short, full) -> List[str]:
         ref = reference.get((r.scene, r.seed))
         if ref is not None:
             pairs.setdefault((r.scene, r.strategy), []).append((r.seed, r.history[-1], ref))
+    if not pairs:
+        return []
     lines = [
         "| scene | strategy | steps | training time (median) | final PSNR / SSIM | uniform's full-budget final | "
         "ΔPSNR per seed | ΔSSIM per seed | seeds at or above it: PSNR, PSNR and SSIM |",

@@ -51,8 +51,8 @@ def test_shorter_budget_finals_are_judged_against_uniform_at_the_full_budget_of_
 def test_budget_report_refuses_references_of_another_model_and_short_runs_that_are_not_shorter(tmp_path):
     budget = load_script("budget_report")
 
-    def write(name, steps, model):
-        runs = [{"scene": "s", "strategy": "uniform", "seed": 0,
+    def write(name, steps, model, scene="s"):
+        runs = [{"scene": scene, "strategy": "uniform", "seed": 0,
                  "history": [{"step": steps, "train_seconds": 1.0, "psnr": 20.0, "ssim": 0.5}]}]
         path = tmp_path / f"{name}.json"
         path.write_text(json.dumps({"budget": {"steps": steps, "rays": 512, "model": model}, "runs": runs}))
@@ -65,6 +65,8 @@ def test_budget_report_refuses_references_of_another_model_and_short_runs_that_a
         budget.main(budget.Args(short=[write("other", 600, {"w": 2})], full=[full]))
     with pytest.raises(SystemExit, match="fewer steps than --full's 1200"):
         budget.main(budget.Args(short=[write("long", 1200, {"w": 1})], full=[full]))
+    with pytest.raises(SystemExit, match="no \\(scene, seed\\) of --short has a uniform run in --full"):
+        budget.main(budget.Args(short=[half], full=[write("full_other_scene", 1200, {"w": 1}, scene="t")]))
     (tmp_path / "broken.json").write_text("{not json")
     with pytest.raises(SystemExit, match="broken.json: not a JSON result file"):
         budget.main(budget.Args(short=[tmp_path / "broken.json"], full=[full]))
