@@ -46,7 +46,9 @@ console = Console()
 
 @dataclass
 class Args:
-    preset: str = "cpu"
+    preset: Optional[str] = None
+    """A ``configs/bench_nerf_<preset>.yaml`` (default ``cpu``). With ``--merge``, the preset named in
+    the files wins; this only labels files written before result files recorded their preset."""
     shared: Path = ROOT.parent / "shared" / "data"
     out: Path = ROOT / "benchmarks"
     work: Path = Path("/tmp/evos-bench-nerf")
@@ -238,14 +240,14 @@ def evaluate(run: Run, pixels: int = 0) -> None:
 def merge(args: Args) -> None:
     """One report from several result files of the same budget (each run is kept as measured)."""
     runs: List[nerf_report.MeasuredRun] = []
-    budgets, presets, threads, hosts = [], [], set(), set()
+    budgets, presets, threads, hosts = [], {}, set(), set()
     for path in args.merge or []:
         data = nerf_report.read_result(path)
         if data is None:
             console.print(f"--merge: skipping {path} (a summary, not a result file)")
             continue
         budgets.append(data["budget"])
-        presets.append(data["preset"])
+        presets[path] = data["preset"]
         threads.add(str(data.get("threads", "?")))
         hosts.add(data.get("host", "not recorded"))
         runs += nerf_report.measured_runs(data)
@@ -254,9 +256,27 @@ def merge(args: Args) -> None:
     if any(b != budgets[0] for b in budgets):
         raise SystemExit(f"--merge: the files have different budgets: {budgets}")
     seeds = sorted({r.seed for r in runs})
-    args.preset = args.preset if args.name else presets[0].get("name", args.preset)
-    write_results(runs, presets[0], Budget(**budgets[0]), seeds, args, final=True, threads="/".join(sorted(threads)),
+    preset = {**next(iter(presets.values())), "name": merged_preset_name(args, presets)}
+    write_results(runs, preset, Budget(**budgets[0]), seeds, args, final=True, threads="/".join(sorted(threads)),
                   hosts="; ".join(sorted(hosts)))
+
+
+def merged_preset_name(args: Args, presets: Dict[Path, Dict[str, Any]]) -> str:
+    """The one preset the merged files ran; refused when they name different ones (a report of one
+    preset must not mix in another's runs)."""
+    recorded = {p["name"]: path for path, p in presets.items() if "name" in p}
+    if len(recorded) > 1:
+        raise SystemExit("--merge: the files come from different presets: "
+                         + ", ".join(f"{name} ({path})" for name, path in recorded.items()))
+    return next(iter(recorded), args.preset or "not recorded")
+
+
+def load_preset(name: str) -> Dict[str, Any]:
+    path = ROOT / "configs" / f"bench_nerf_{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem.removeprefix("bench_nerf_") for p in path.parent.glob("bench_nerf_*.yaml"))
+        raise SystemExit(f"--preset {name}: no {path.relative_to(ROOT)} (presets: {', '.join(known)})")
+    return {"name": name, **yaml.safe_load(path.read_text())}
 
 
 def main(args: Args) -> None:
@@ -266,7 +286,7 @@ def main(args: Args) -> None:
     if args.threads < 1:
         raise SystemExit(f"--threads must be >= 1 (got {args.threads})")
     torch.set_num_threads(args.threads)
-    preset = yaml.safe_load((ROOT / "configs" / f"bench_nerf_{args.preset}.yaml").read_text())
+    preset = load_preset(args.preset or "cpu")
     budget = Budget(steps=args.steps or preset["steps"], rays=preset["rays"], full=preset.get("full", False),
                     decay_to_budget=preset.get("decay_to_budget", False), model=preset.get("model", {}))
     evals = args.evals or preset.get("evals", 6)
@@ -308,8 +328,8 @@ def write_results(runs: List[Run], preset: Dict[str, Any], budget: Budget, seeds
     threads = threads or str(torch.get_num_threads())
     hosts = hosts or host()
     summary = nerf_report.summarise(runs)
-    stem = args.name or f"nerf_{args.preset}"
-    header = (f"# NeRF benchmark, preset `{args.preset}`\n\n{budget.steps} steps x {budget.rays} rays, reduced nerfacto "
+    stem = args.name or f"nerf_{preset['name']}"
+    header = (f"# NeRF benchmark, preset `{preset['name']}`\n\n{budget.steps} steps x {budget.rays} rays, reduced nerfacto "
               f"(full={budget.full}, model overrides {budget.model or 'none'}, learning-rate decay to the budget: "
               f"{budget.decay_to_budget}), seeds {seeds}, torch {torch.__version__}, {threads} thread(s) per process, host {hosts}. "
               "Mean ± std over seeds; time and step ratios are medians over seeds. Times are training seconds "
@@ -317,7 +337,7 @@ def write_results(runs: List[Run], preset: Dict[str, Any], budget: Budget, seeds
               "curve interpolated at the shortest final training time of its (scene, seed) group.\n\n"
               f"![curves]({stem}.png)")
     text = "\n".join([header, "", *nerf_report.table(summary), *nerf_report.checks(summary), *nerf_report.curves(runs)])
-    table = Table(title=f"NeRF benchmark ({args.preset})")
+    table = Table(title=f"NeRF benchmark ({preset['name']})")
     for col in ("scene", "strategy", "test PSNR", "SSIM", "train s", "to uniform's final (time)", "(steps)"):
         table.add_column(col)
     for row in summary.values():
@@ -332,10 +352,10 @@ def write_results(runs: List[Run], preset: Dict[str, Any], budget: Budget, seeds
         "preset": preset, "budget": vars(budget), "threads": threads, "host": hosts, "summary": summary, "complete": final,
         "runs": [{"scene": r.scene, "strategy": r.strategy, "seed": r.seed, "history": r.history} for r in runs],
     })
-    nerf_report.plot(runs, args.out / f"{stem}.png", f"NeRF benchmark {args.preset}: test PSNR / SSIM (mean over seeds)")
+    nerf_report.plot(runs, args.out / f"{stem}.png", f"NeRF benchmark {preset['name']}: test PSNR / SSIM (mean over seeds)")
     if final and preset.get("summary_json"):
         # A part run (--name) keeps its own summary; only the preset's report owns the preset's file.
-        summary_name = preset["summary_json"] if stem == f"nerf_{args.preset}" else f"{stem}_summary.json"
+        summary_name = preset["summary_json"] if stem == f"nerf_{preset['name']}" else f"{stem}_summary.json"
         write_json(args.out / summary_name, nerf_report.summary_records(summary))
     console.print(f"wrote {args.out / f'{stem}.md'}")
 

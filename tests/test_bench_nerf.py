@@ -44,9 +44,31 @@ def test_merge_combines_part_results_and_skips_their_summaries(tmp_path):
     assert (tmp_path / "merged_summary.json").exists() and (tmp_path / "merged.png").exists()
     assert merged["host"] == "not recorded"  # parts written before hosts were recorded say so, not this host
     assert "host not recorded" in (tmp_path / "merged.md").read_text()
+    assert "preset `not recorded`" in (tmp_path / "merged.md").read_text()  # parts written before presets were named
     (tmp_path / "other.json").write_text('{"rows": []}')
     with pytest.raises(SystemExit, match="other.json is not a bench_nerf result file"):
         bench.main(bench.Args(merge=[tmp_path / "other.json"], name="x", out=tmp_path))
+
+
+def test_a_merged_report_names_the_preset_its_files_ran(tmp_path):
+    bench = load_script("bench_nerf")
+    part = json.loads((bench.ROOT / "benchmarks" / "real_parts" / "real_fern_s2.json").read_text())
+    for name, preset in (("a", "real"), ("b", "real"), ("c", "cpu")):
+        (tmp_path / f"{name}.json").write_text(json.dumps({**part, "preset": {**part["preset"], "name": preset}}))
+    bench.main(bench.Args(merge=[tmp_path / "a.json", tmp_path / "b.json"], out=tmp_path / "out"))
+    # no --name: the stem, the title and the preset's own summary file all follow the files' preset
+    assert (tmp_path / "out" / "nerf_real.md").read_text().startswith("# NeRF benchmark, preset `real`")
+    assert (tmp_path / "out" / "nerf_real_summary.json").exists()
+    with pytest.raises(SystemExit, match=r"different presets: real \(.*a.json\), cpu \(.*c.json\)"):
+        bench.main(bench.Args(merge=[tmp_path / "a.json", tmp_path / "c.json"], name="x", out=tmp_path / "out"))
+    assert not (tmp_path / "out" / "x.md").exists()
+
+
+def test_an_unknown_preset_is_refused_with_the_known_ones(tmp_path):
+    bench = load_script("bench_nerf")
+    with pytest.raises(SystemExit, match=r"--preset reall: no configs/bench_nerf_reall.yaml \(presets: .*real, real_gpu"):
+        bench.main(bench.Args(preset="reall", work=tmp_path / "work", out=tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
 
 
 def test_host_names_the_cpu_and_the_kernel_isa_torch_dispatches_to():
