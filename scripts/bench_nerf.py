@@ -268,6 +268,10 @@ def merged_preset_name(args: Args, presets: Dict[Path, Dict[str, Any]]) -> str:
     if len(recorded) > 1:
         raise SystemExit("--merge: the files come from different presets: "
                          + ", ".join(f"{name} ({path})" for name, path in recorded.items()))
+    if not recorded and not (args.preset or args.name):
+        # the report's file stem is nerf_<preset>: without a name it would be a made-up one
+        raise SystemExit("--merge: the files do not name their preset (written before presets were recorded); "
+                         "give --preset or --name")
     return next(iter(recorded), args.preset or "not recorded")
 
 

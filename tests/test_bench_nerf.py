@@ -45,6 +45,9 @@ def test_merge_combines_part_results_and_skips_their_summaries(tmp_path):
     assert merged["host"] == "not recorded"  # parts written before hosts were recorded say so, not this host
     assert "host not recorded" in (tmp_path / "merged.md").read_text()
     assert "preset `not recorded`" in (tmp_path / "merged.md").read_text()  # parts written before presets were named
+    with pytest.raises(SystemExit, match="do not name their preset .*give --preset or --name"):
+        bench.main(bench.Args(merge=files, out=tmp_path / "unnamed"))
+    assert not (tmp_path / "unnamed").exists()
     (tmp_path / "other.json").write_text('{"rows": []}')
     with pytest.raises(SystemExit, match="other.json is not a bench_nerf result file"):
         bench.main(bench.Args(merge=[tmp_path / "other.json"], name="x", out=tmp_path))
