@@ -143,6 +143,7 @@ VARIANTS = {
     "cosine": {"ratio_schedule": "cosine"},
     "learnable": {"fitness": "learnable"},
     "relative": {"fitness": "relative"},
+    "smooth-crossover": {"crossover": "select", "crossover_prior": "smooth"},
 }
 """Ablation suffixes: ``evos:crossover``, ``evos:step+weighted`` (joined with ``+``)."""
 

@@ -27,7 +27,7 @@ from torch import Tensor
 
 from evos_nerf.core.bits import bits_at, bits_of_indices, num_bytes, pack_bits, unpack_bits
 from evos_nerf.core.selection import CrossoverMethod, mutate, unordered_crossover_mask
-from evos_nerf.core.store import Fitness, FitnessStore, ReduceSum, UnvisitedPrior, _identity, fill
+from evos_nerf.core.store import CrossoverPrior, Fitness, FitnessStore, ReduceSum, UnvisitedPrior, _identity, fill
 from evos_nerf.core.threshold import top_k_mask
 
 Ranking = Literal["evos", "topk", "staleness", "edges"]
@@ -55,6 +55,7 @@ def rank_pixel_mask(
     prior_block: int = 16,
     reduce_sum: ReduceSum = _identity,
     fitness: Fitness = "error",
+    crossover_prior: CrossoverPrior = "edges",
 ) -> Tuple[Tensor, float]:
     """The pool as a [P] bool mask (what it keeps; listing the members would cost a pass), and the
     crossover balance p (nan for rankings without crossover). Masked pixels never enter.
@@ -73,7 +74,8 @@ def rank_pixel_mask(
         return top_k_mask(score, pool_size, generator=generator), math.nan
     with_edges = ranking == "evos" and crossover_method != "none"
     e, hf, sums = store.ranking_scores(
-        stale_correction and ranking == "evos", reduce_sum, unvisited_prior, prior_block, with_edges, fitness
+        stale_correction and ranking == "evos", reduce_sum, unvisited_prior, prior_block, with_edges, fitness,
+        crossover_prior,
     )
     if ranking == "topk" or hf is None:
         return top_k_mask(e, pool_size, generator=generator), math.nan

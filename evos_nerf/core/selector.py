@@ -36,7 +36,7 @@ from evos_nerf.core.importance import ErrorMap, SoftMining
 from evos_nerf.core.pool import CandidatePool, rank_pixel_mask
 from evos_nerf.core.selection import CrossoverMethod
 from evos_nerf.core.sharding import mutant_count, mutation_scale
-from evos_nerf.core.store import Fitness, FitnessStore, UnvisitedPrior
+from evos_nerf.core.store import CrossoverPrior, Fitness, FitnessStore, UnvisitedPrior
 from evos_nerf.errors import UserInputError
 
 Strategy = Literal["evos", "uniform", "topk", "staleness", "edges", "errormap", "softmining"]
@@ -75,6 +75,11 @@ class SelectorConfig:
     on rays because it has not earned its cost there: at equal random streams it moved test PSNR by
     at most 0.07 dB on fern and fox (step 480) and 0.01x in steps on the synthetic scenes, while it
     costs a second ranking pass over every pixel at each key iteration (README, NeRF benchmark)."""
+    crossover_prior: CrossoverPrior = "edges"
+    """The crossover's second parent (with ``crossover`` select or add): edges weights each error by the
+    ground truth's squared Laplacian (the paper's high-frequency parent); smooth by SSIM's sensitivity
+    1 / (2 s^2 + C2), s^2 the local variance in SSIM's window, so that the second parent ranks pixels
+    by the SSIM their error costs (flat regions) while the first ranks them by PSNR's squared error."""
     stale_correction: bool = True
     """Rescale cached errors by how much the mean training error fell since they were measured."""
     fitness: Fitness = "error"
@@ -264,7 +269,9 @@ class RaySelector(nn.Module):
     # -- set-up ----------------------------------------------------------------------------------
     def initialise(self, images, masks=None, names=None) -> None:
         """Image source (edge prior) and valid mask from the training images; before loading a checkpoint."""
-        self.store.initialise(images, masks, names=names, reduce_sum=self.comm.all_reduce_sum)
+        c = self.config
+        smooth = c.strategy == "evos" and c.crossover != "none" and c.crossover_prior == "smooth"
+        self.store.initialise(images, masks, names=names, reduce_sum=self.comm.all_reduce_sum, smooth_prior=smooth)
         self.num_valid_total = int(self._sum(float(self.store.num_valid))[0])
         self.num_unselected_total = self.num_valid_total
         self._refresh_statistics()
@@ -367,7 +374,7 @@ class RaySelector(nn.Module):
         pool_size, _ = self.counts(step, store.num_valid)
         members, self.balance = rank_pixel_mask(
             store, pool_size, c.strategy, self.generator, c.crossover, c.stale_correction,
-            c.unvisited_prior, c.prior_block, self.comm.all_reduce_sum, c.fitness,
+            c.unvisited_prior, c.prior_block, self.comm.all_reduce_sum, c.fitness, c.crossover_prior,
         )
         self._set_pool(CandidatePool(store, members))
         self.pool_ratio = self.controls.ratio

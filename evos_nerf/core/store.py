@@ -38,6 +38,7 @@ from typing import Callable, List, Literal, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor, nn
 
+from evos_nerf.core.contrast import ssim_sensitivity
 from evos_nerf.core.laplacian import laplacian_squared
 from evos_nerf.core.learnable import fit_floors, learnable_error
 from evos_nerf.core.neighbourhood import fill_unmeasured
@@ -48,6 +49,11 @@ Fitness = Literal["error", "learnable", "relative"]
 still taking away (``evos_nerf.core.learnable``); or its error relative to its own image's mean
 error, so that a view's overall error level (blur, exposure, pose error: persistent on real
 captures) does not decide how much of the pool the view gets."""
+
+CrossoverPrior = Literal["edges", "smooth"]
+"""The second crossover parent's per-pixel weight on the error: edges, the ground truth's squared
+Laplacian (the paper's high-frequency parent, PSNR on edges); smooth, SSIM's sensitivity
+1 / (2 s^2 + C2) (``evos_nerf.core.contrast``: error in flat regions, where SSIM loses most)."""
 
 UnvisitedPrior = Literal["neighbourhood", "mean"]
 """How never-visited pixels are ranked: from their measured neighbours, or at the global mean."""
@@ -122,6 +128,8 @@ class FitnessStore(nn.Module):
         """This shard's training errors of the current epoch so far (closed by ``close_epoch``)."""
         self.edge_scale = 1.0
         """1 / mean squared Laplacian over all valid pixels of all shards (edge prior has mean 1)."""
+        self.smooth_scale: Optional[float] = None
+        """1 / mean SSIM sensitivity over all valid pixels of all shards (None: the smooth prior is unused)."""
         self.images: Optional[Callable[[int], Tensor]] = None
         """Local image index -> its training image [H, W, 3] (the source of the edge prior)."""
         self.num_valid = self.num_pixels
@@ -215,8 +223,10 @@ class FitnessStore(nn.Module):
         masks: Optional[Sequence[Optional[Tensor]]] = None,
         names: Optional[Sequence[str]] = None,
         reduce_sum: ReduceSum = _identity,
+        smooth_prior: bool = False,
     ) -> None:
-        """Keep the image source, mark masked pixels (NaN), and agree the edge prior's scale.
+        """Keep the image source, mark masked pixels (NaN), and agree the edge prior's scale (and
+        the smooth prior's, when ``smooth_prior``: one more pass over the images).
 
         ``images`` are [H, W, 3] in [0, 1] (or uint8), in the order of ``self.cameras``: a sequence
         (kept by reference, never copied) or a function of the local index. ``names`` (e.g. file
@@ -226,7 +236,7 @@ class FitnessStore(nn.Module):
         get = images if callable(images) else images.__getitem__
         if not callable(images) and len(images) != self.num_images:
             raise ValueError(f"expected {self.num_images} training images, got {len(images)}")
-        total, count = 0.0, 0
+        total, count, smooth_total = 0.0, 0, 0.0
         for local in range(self.num_images):
             cam = int(self.cameras[local])
             h, w = int(self.heights[local]), int(self.widths[local])
@@ -244,11 +254,14 @@ class FitnessStore(nn.Module):
             valid = ~torch.isnan(part)
             total += float(lap2[valid].sum(dtype=torch.float64))
             count += int(valid.sum())
+            if smooth_prior:
+                smooth_total += float(ssim_sensitivity(image.to(part.device)).reshape(-1)[valid].sum(dtype=torch.float64))
         self.images = get
-        totals = reduce_sum(torch.tensor([total, float(count)], dtype=torch.float64))
+        totals = reduce_sum(torch.tensor([total, float(count), smooth_total], dtype=torch.float64))
         if float(totals[1]) == 0:
             raise ValueError("every training pixel is masked out; nothing to train on")
         self.edge_scale = 1.0 / max(float(totals[0] / totals[1]), 1e-12)
+        self.smooth_scale = float(totals[1] / totals[2]) if smooth_prior else None
         self.refresh_counts()
 
     def edges(self, local: int) -> Tensor:
@@ -257,6 +270,21 @@ class FitnessStore(nn.Module):
             raise RuntimeError("the fitness store was not initialised with its training images")
         lap2 = laplacian_squared(self.images(local).to(self.fitness.device)).reshape(-1)
         return lap2.mul_(self.edge_scale)
+
+    def smooth(self, local: int) -> Tensor:
+        """[H*W] float32 smooth prior of one local image: its SSIM sensitivity, mean 1 over all valid pixels."""
+        if self.images is None or self.smooth_scale is None:
+            raise RuntimeError("the fitness store was not initialised with smooth_prior=True")
+        image = self.images(local).to(self.fitness.device)
+        return ssim_sensitivity(image).reshape(-1).mul_(self.smooth_scale)
+
+    def crossover_prior(self, local: int, kind: CrossoverPrior) -> Tensor:
+        """The second crossover parent's weight map of one local image (mean 1 over valid pixels)."""
+        if kind == "edges":
+            return self.edges(local)
+        if kind == "smooth":
+            return self.smooth(local)
+        raise ValueError(f"unknown crossover prior {kind!r}")
 
     def all_edges(self) -> Tensor:
         """[P] float32 edge prior of every pixel (O(P) memory: inspection and tests)."""
@@ -386,12 +414,13 @@ class FitnessStore(nn.Module):
         prior_block: int = 16,
         with_edges: bool = False,
         fitness: Fitness = "error",
+        second_parent: CrossoverPrior = "edges",
     ) -> Tuple[Tensor, Optional[Tensor], Tuple[float, float]]:
         """(e, h, (sum e, sum h)): every pixel's estimated error now, its edge-weighted error, and their
         sums over this shard's valid pixels. Masked pixels are -inf in both (never ranked).
 
         e: stale errors rescaled by ``stale_ratios``, never-visited pixels estimated by
-        ``unvisited_prior``; h = e * edge prior (None unless ``with_edges``). Two passes per image,
+        ``unvisited_prior``; h = e * the crossover prior ``second_parent`` (None unless ``with_edges``). Two passes per image,
         each over a cache-sized slice, so the cost is O(P) with a small constant. With ``fitness``
         "learnable", e is only the learnable part of each error, stale-corrected by construction (by
         the uniformly drawn error level, ``uniform_level_ratios``), whatever ``stale_correction`` says.
@@ -443,7 +472,7 @@ class FitnessStore(nn.Module):
             sum_e += float(out.sum())
             if h is not None:
                 edge = h[start:end]
-                torch.mul(out, self.edges(local), out=edge)
+                torch.mul(out, self.crossover_prior(local, second_parent), out=edge)
                 sum_h += float(edge.sum())
             if masked:
                 invalid = valid == 0
