@@ -24,6 +24,9 @@ def test_a_flat_image_is_as_sensitive_as_ssim_allows_and_uint8_agrees_with_float
     assert torch.allclose(ssim_sensitivity(flat), torch.full((20, 24), 1 / SSIM_C2))
     image = torch.randint(0, 256, (20, 24, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     assert torch.allclose(ssim_sensitivity(image), ssim_sensitivity(image.float() / 255), rtol=1e-4)
+    # Thinner than SSIM's half-window: the whole image is the window (still finite, still one value per pixel).
+    assert torch.allclose(ssim_sensitivity(torch.rand(1, 1, 3)), torch.full((1, 1), 1 / SSIM_C2))
+    assert bool(torch.isfinite(ssim_sensitivity(torch.rand(4, 30, 3))).all())
 
 
 def test_sensitivity_predicts_how_much_more_ssim_the_same_noise_costs_in_a_flat_region():

@@ -51,7 +51,7 @@ def ssim_sensitivity(rgb: Tensor) -> Tensor:
     else:
         planes = planes.clamp(0.0, 1.0)
     if min(planes.shape[1:]) <= WINDOW // 2:  # reflect padding needs more pixels than the half-window
-        variance = planes.var(dim=(1, 2), keepdim=True).expand_as(planes)
+        variance = planes.var(dim=(1, 2), correction=0, keepdim=True).expand_as(planes)
     else:
         mean = _blur(planes)
         variance = (_blur(planes * planes) - mean * mean).clamp_(min=0.0)
