@@ -79,7 +79,8 @@ class SelectorConfig:
     """The crossover's second parent (with ``crossover`` select or add): edges weights each error by the
     ground truth's squared Laplacian (the paper's high-frequency parent); smooth by SSIM's sensitivity
     1 / (2 s^2 + C2), s^2 the local variance in SSIM's window, so that the second parent ranks pixels
-    by the SSIM their error costs (flat regions) while the first ranks them by PSNR's squared error."""
+    by the SSIM their error costs (flat regions) while the first ranks them by PSNR's squared error.
+    On fox and fern it did not recover SSIM (README, NeRF benchmark), so crossover stays off."""
     stale_correction: bool = True
     """Rescale cached errors by how much the mean training error fell since they were measured."""
     fitness: Fitness = "error"
