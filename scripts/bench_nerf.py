@@ -87,6 +87,8 @@ class Run:
     history: Optional[List[Dict[str, float]]] = None
     rng_state: Optional[Dict[str, Any]] = None
     """This run's own global random stream, swapped in while it trains or evaluates."""
+    process: str = ""
+    """Empty: trained by this process (a merge names each run's result file instead)."""
 
 
 def current_rng_state() -> Dict[str, Any]:
@@ -251,7 +253,7 @@ def merge(args: Args) -> None:
         presets[path] = data["preset"]
         threads.add(str(data.get("threads", "?")))
         hosts.add(data.get("host", "not recorded"))
-        runs += nerf_report.measured_runs(data)
+        runs += nerf_report.measured_runs(data, process=str(path))
     if not runs:
         raise SystemExit("--merge: no runs in the given files")
     if any(b != budgets[0] for b in budgets):
@@ -355,7 +357,8 @@ def write_results(runs: List[Run], preset: Dict[str, Any], budget: Budget, seeds
     write_text(args.out / f"{stem}.md", text if final else text + "\n(partial: the run is still going)\n")
     write_json(args.out / f"{stem}.json", {
         "preset": preset, "budget": vars(budget), "threads": threads, "host": hosts, "summary": summary, "complete": final,
-        "runs": [{"scene": r.scene, "strategy": r.strategy, "seed": r.seed, "history": r.history} for r in runs],
+        "runs": [{"scene": r.scene, "strategy": r.strategy, "seed": r.seed, "history": r.history,
+                  **({"process": r.process} if r.process else {})} for r in runs],
     })
     nerf_report.plot(runs, args.out / f"{stem}.png", f"NeRF benchmark {preset['name']}: test PSNR / SSIM (mean over seeds)")
     if final and preset.get("summary_json"):

@@ -27,6 +27,9 @@ class MeasuredRun:
     strategy: str
     seed: int
     history: List[Dict[str, float]]
+    process: str = ""
+    """Which process trained it (the result file it was first written to). Training seconds compare
+    only between runs of one process: separate processes ran under different loads on this machine."""
 
 
 def read_result(path: Path) -> Optional[Dict[str, Any]]:
@@ -45,8 +48,9 @@ def read_result(path: Path) -> Optional[Dict[str, Any]]:
     return data
 
 
-def measured_runs(data: Dict[str, Any]) -> List[MeasuredRun]:
-    return [MeasuredRun(r["scene"], r["strategy"], r["seed"], r["history"]) for r in data["runs"]]
+def measured_runs(data: Dict[str, Any], process: str = "") -> List[MeasuredRun]:
+    """The runs of a result file; a run that does not name its process is given ``process``."""
+    return [MeasuredRun(r["scene"], r["strategy"], r["seed"], r["history"], r.get("process") or process) for r in data["runs"]]
 
 
 def plateau_rise(history: List[Dict[str, float]]) -> float:
@@ -77,7 +81,7 @@ def summarise(runs) -> Dict[str, Dict[str, Any]]:
                 row = out.setdefault(f"{scene}|{name}", {
                     "scene": scene, "strategy": name, "seeds": [], "psnr": [], "ssim": [], "seconds": [],
                     "ratio": [], "step_ratio": [], "overhead": [], "refresh": [], "psnr_equal_time": [],
-                    "ssim_equal_time": [], "plateau_rise": [],
+                    "ssim_equal_time": [], "plateau_rise": [], "timed_with_uniform": [],
                 })
                 row["seeds"].append(r.seed)
                 row["psnr"].append(final["psnr"])
@@ -88,6 +92,7 @@ def summarise(runs) -> Dict[str, Dict[str, Any]]:
                 row["psnr_equal_time"].append(value_at(r.history, "train_seconds", equal_time, "psnr"))
                 row["ssim_equal_time"].append(value_at(r.history, "train_seconds", equal_time, "ssim"))
                 row["plateau_rise"].append(plateau_rise(r.history))
+                row["timed_with_uniform"].append(uniform is not None and r.process == uniform.process)
                 if target is not None:
                     for column, key in (("ratio", "train_seconds"), ("step_ratio", "step")):
                         value = reach(r.history, target, key)
@@ -137,28 +142,40 @@ def checks(summary: Dict[str, Dict[str, Any]]) -> List[str]:
         rise = max(uniform["plateau_rise"])
         lines.append(f"- **{scene}**: uniform plateau: PSNR rose {rise:+.2f} dB over the last quarter (max over seeds; "
                      f"converged if < 0.2 dB: {'yes' if rise < 0.2 else 'NO'}).")
-        others = {b: median_ratio(summary[f"{scene}|{b}"]["ratio"]) for b in BASELINES if f"{scene}|{b}" in summary}
-        reached = {b: v for b, v in others.items() if v is not None}
+        baselines = [summary[f"{scene}|{b}"] for b in BASELINES if f"{scene}|{b}" in summary]
         for mine in mine_rows:
-            lines += _evos_checks(mine, uniform, reached, bool(others))
+            lines += _evos_checks(mine, uniform, baselines)
     return lines
 
 
-def _evos_checks(mine: Dict[str, Any], uniform: Dict[str, Any], reached: Dict[str, float], any_baseline: bool) -> List[str]:
+def _timed_together(rows: Sequence[Dict[str, Any]]) -> bool:
+    return all(all(row.get("timed_with_uniform", [True])) for row in rows)
+
+
+def _evos_checks(mine: Dict[str, Any], uniform: Dict[str, Any], baselines: List[Dict[str, Any]]) -> List[str]:
+    """Time is the measure when every compared run trained in its seed's uniform process; otherwise
+    steps are, and the lines say so (a time ratio across processes measures the machine's load)."""
     evos = mine["strategy"]
-    t = median_ratio(mine["ratio"])
-    lines = [f"  - {evos} reaches uniform's final PSNR in {'never' if t is None else f'{t:.2f}x'} uniform's time (median)."]
-    worse = [metric for metric, key in (("PSNR", "psnr_equal_time"), ("SSIM", "ssim_equal_time"))
-             if statistics.mean(mine[key]) < statistics.mean(uniform[key])]
-    lines.append(f"    at equal training time it is {'worse than uniform in ' + ' and '.join(worse) if worse else 'not worse than uniform in PSNR or SSIM'} "
+    by_time = _timed_together([mine, *baselines])
+    unit, key, note = ("time", "ratio", "") if by_time else (
+        "steps", "step_ratio", " (by steps: some of these runs trained in another process than their seed's uniform, "
+        "so their times do not compare)")
+    t = median_ratio(mine[key])
+    lines = [f"  - {evos} reaches uniform's final PSNR in {'never' if t is None else f'{t:.2f}x'} uniform's {unit} (median){note}."]
+    worse = [metric for metric, k in (("PSNR", "psnr_equal_time"), ("SSIM", "ssim_equal_time"))
+             if statistics.mean(mine[k]) < statistics.mean(uniform[k])]
+    untimed = "" if _timed_together([mine]) else " (not comparable: trained in another process than uniform)"
+    lines.append(f"    at equal training time{untimed} it is {'worse than uniform in ' + ' and '.join(worse) if worse else 'not worse than uniform in PSNR or SSIM'} "
                  f"({fmt_spread(mine['psnr_equal_time'])} vs {fmt_spread(uniform['psnr_equal_time'])} dB, "
                  f"{fmt_spread(mine['ssim_equal_time'], 3)} vs {fmt_spread(uniform['ssim_equal_time'], 3)}).")
+    others = {b["strategy"]: median_ratio(b[key]) for b in baselines}
+    reached = {b: v for b, v in others.items() if v is not None}
     if reached and t is not None:
         best = min(reached, key=reached.get)
         sooner = 1 - t / reached[best]
-        lines.append(f"    vs the best baseline ({best}, {reached[best]:.2f}x): {100 * sooner:+.0f}% sooner "
+        lines.append(f"    vs the best baseline ({best}, {reached[best]:.2f}x of uniform's {unit}): {100 * sooner:+.0f}% sooner "
                      f"(target >= 15%: {'met' if sooner >= 0.15 else 'missed'}).")
-    elif any_baseline:
+    elif others:
         lines.append(f"    baselines reaching uniform's final: {', '.join(reached) or 'none'}.")
     overhead = max(o + f for o, f in zip(mine["overhead"], mine["refresh"]))
     lines.append(f"    sampler + re-measure overhead {100 * overhead:.2f}% of training time (target <= 5%).")

@@ -42,6 +42,11 @@ def test_merge_combines_part_results_and_skips_their_summaries(tmp_path):
     merged = json.loads((tmp_path / "merged.json").read_text())
     assert {(r["seed"], r["strategy"]) for r in merged["runs"]} >= {(0, "uniform"), (2, "uniform"), (0, "evos:step")}
     assert (tmp_path / "merged_summary.json").exists() and (tmp_path / "merged.png").exists()
+    # Each run names the process (part) that trained it, and a merge of merged files keeps it.
+    assert {r["process"] for r in merged["runs"] if r["seed"] == 2} == {str(files[2])}
+    bench.main(bench.Args(merge=[tmp_path / "merged.json"], name="again", out=tmp_path))
+    again = json.loads((tmp_path / "again.json").read_text())
+    assert [r["process"] for r in again["runs"]] == [r["process"] for r in merged["runs"]]
     assert merged["host"] == "not recorded"  # parts written before hosts were recorded say so, not this host
     assert "host not recorded" in (tmp_path / "merged.md").read_text()
     assert "preset `not recorded`" in (tmp_path / "merged.md").read_text()  # parts written before presets were named
