@@ -36,7 +36,6 @@ from nerfstudio.engine.trainer import TrainerConfig
 from nerfstudio.scripts.train import _set_random_seed
 from nerfstudio.utils import comms
 from nerfstudio.utils.rich_utils import CONSOLE
-from rich.markup import escape
 
 from evos_nerf.errors import install_excepthook, one_line
 from evos_nerf.io import write_json
@@ -177,14 +176,12 @@ def main(config: TrainerConfig) -> None:
         if not is_collective_failure(err):
             raise
         timeout = getattr(config, "collective_timeout_s", DEFAULT_TIMEOUT_S)
-        CONSOLE.print(
-            f"[bold red]error: rank {rank}: a collective with the other ranks failed "
-            f"({type(err).__name__}: {escape(str(err).splitlines()[0][:200])}). Another rank has died or has not "
-            f"answered for {timeout:.0f} s (--collective-timeout-s); stopping this rank.[/bold red]"
-        )
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(1)  # destroy_process_group would wait for the missing rank
+        # One unwrapped line (rich wrapped this at the terminal width, splitting the message a user
+        # or a log grep looks for); stop_rank exits without waiting for the missing rank.
+        stop_rank(rank, world, (
+            f"a collective with the other ranks failed ({type(err).__name__}: {str(err).splitlines()[0][:200]}). "
+            f"Another rank has died or has not answered for {timeout:.0f} s (--collective-timeout-s); stopping this rank."
+        ))
     dist.destroy_process_group()
 
 
