@@ -416,12 +416,12 @@ class FitnessStore(nn.Module):
         fitness: Fitness = "error",
         second_parent: CrossoverPrior = "edges",
     ) -> Tuple[Tensor, Optional[Tensor], Tuple[float, float]]:
-        """(e, h, (sum e, sum h)): every pixel's estimated error now, its edge-weighted error, and their
-        sums over this shard's valid pixels. Masked pixels are -inf in both (never ranked).
+        """(e, h, (sum e, sum h)): every pixel's estimated error now, its error weighted by the crossover
+        prior (the second parent's score), and their sums over this shard's valid pixels. Masked pixels are -inf in both (never ranked).
 
         e: stale errors rescaled by ``stale_ratios``, never-visited pixels estimated by
-        ``unvisited_prior``; h = e * the crossover prior ``second_parent`` (None unless ``with_edges``). Two passes per image,
-        each over a cache-sized slice, so the cost is O(P) with a small constant. With ``fitness``
+        ``unvisited_prior``; h = e * the crossover prior ``second_parent`` (edges or smooth; None unless
+        ``with_edges``, which names the paper's edge parent but enables either). Two passes per image, each over a cache-sized slice, so the cost is O(P) with a small constant. With ``fitness``
         "learnable", e is only the learnable part of each error, stale-corrected by construction (by
         the uniformly drawn error level, ``uniform_level_ratios``), whatever ``stale_correction`` says.
         With "relative", each image's estimates are divided by their mean over its valid pixels.
