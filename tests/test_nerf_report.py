@@ -89,3 +89,21 @@ def test_budget_report_refuses_references_of_another_model_and_short_runs_that_a
     (tmp_path / "broken.json").write_text("{not json")
     with pytest.raises(SystemExit, match="broken.json: not a JSON result file"):
         budget.main(budget.Args(short=[tmp_path / "broken.json"], full=[full]))
+
+
+def test_gap_to_uniform_pairs_each_seed_with_its_own_uniform_at_every_common_step():
+    report = load_script("nerf_report")
+
+    def run(strategy, seed, points):  # points: step -> (psnr, ssim)
+        return report.MeasuredRun("s", strategy, seed, [{"step": k, "train_seconds": 1.0, "psnr": p, "ssim": q}
+                                                         for k, (p, q) in points.items()])
+
+    runs = [run("uniform", 0, {100: (20.0, 0.50), 200: (21.0, 0.60)}),
+            run("uniform", 1, {100: (22.0, 0.70), 200: (23.0, 0.80)}),
+            run("evos", 0, {100: (20.4, 0.49), 200: (21.2, 0.61)}),
+            run("evos", 1, {100: (22.2, 0.68), 200: (23.0, 0.80)}),
+            run("topk", 2, {100: (30.0, 0.90)})]  # no uniform of seed 2: left out, not compared with another seed's
+    text = "\n".join(report.gap_to_uniform(runs))
+    assert "| strategy | step 100 | step 200 |" in text
+    assert "| evos | +0.30 / -0.015 (2/2) | +0.10 / +0.005 (0/2) |" in text
+    assert "topk" not in text
