@@ -66,6 +66,10 @@ class Args:
     eval_pixels: int = 0
     """Pilots only: PSNR from this many fixed random pixels per test view instead of whole images
     (about 10x cheaper at 5000; SSIM is then not measured)."""
+    train_views: int = 0
+    """Also score this many training views (evenly spaced) at each evaluation, as ``train_psnr`` /
+    ``train_ssim``: a sampler that fits the views it trains on at the cost of held-out views
+    scores higher there than on the test split (a diagnostic; off in every preset)."""
     threads: int = 1
     """Torch threads per process. Part of a result's identity: the same run on 2 threads rounds
     differently from 1 (every reported group ran on 1; two groups share this 2-core machine)."""
@@ -226,9 +230,22 @@ def pixel_subset_metrics(pipeline, pixels: int) -> Dict[str, float]:
     return {"psnr": -10.0 * math.log10(total / count), "ssim": float("nan")}
 
 
-def evaluate(run: Run, pixels: int = 0) -> None:
+def train_view_metrics(pipeline, views: int) -> Dict[str, float]:
+    """PSNR / SSIM on ``views`` evenly spaced training views, scored as the test split is (nerfstudio's
+    own loop; the model in eval mode renders every view with the mean appearance embedding)."""
+    from nerfstudio.data.utils.dataloaders import FixedIndicesEvalDataloader
+
+    dataset = pipeline.datamanager.train_dataset
+    indices = sorted({round(i * (len(dataset) - 1) / max(views - 1, 1)) for i in range(views)})
+    loader = FixedIndicesEvalDataloader(dataset, image_indices=tuple(indices), device=pipeline.model.device)
+    metrics = pipeline.get_average_image_metrics(loader, "train")  # back in train mode after it
+    return {"train_psnr": float(metrics["psnr"]), "train_ssim": float(metrics["ssim"])}
+
+
+def evaluate(run: Run, pixels: int = 0, train_views: int = 0) -> None:
     pipeline = run.trainer.pipeline
     metrics = pixel_subset_metrics(pipeline, pixels) if pixels else pipeline.get_average_eval_image_metrics(step=run.step)
+    extra = train_view_metrics(pipeline, train_views) if train_views else {}
     selector = run.trainer.pipeline.datamanager.selector
     run.history.append({
         "step": run.step,
@@ -237,6 +254,7 @@ def evaluate(run: Run, pixels: int = 0) -> None:
         "ssim": float(metrics["ssim"]),
         "selection_seconds": selector.selection_seconds,
         "refresh_seconds": selector.refresh_seconds,
+        **extra,
     })
 
 
@@ -315,7 +333,7 @@ def main(args: Args) -> None:
                 for run in group:  # round robin
                     with own_rng(run):
                         advance(run, until)
-                        evaluate(run, args.eval_pixels)
+                        evaluate(run, args.eval_pixels, args.train_views)
                 console.print(f"{spec['name']} seed {seed} step {until}: " + ", ".join(
                     f"{r.strategy} {r.history[-1]['psnr']:.2f} dB" for r in group))
             runs += group
@@ -344,6 +362,7 @@ def write_results(runs: List[Run], preset: Dict[str, Any], budget: Budget, seeds
               "curve interpolated at the shortest final training time of its (scene, seed) group.\n\n"
               f"![curves]({stem}.png)")
     text = "\n".join([header, "", *nerf_report.table(summary), *nerf_report.checks(summary), *nerf_report.gap_to_uniform(runs),
+                      *nerf_report.gap_to_uniform(runs, views="train"),
                       *nerf_report.curves(runs)])
     table = Table(title=f"NeRF benchmark ({preset['name']})")
     for col in ("scene", "strategy", "test PSNR", "SSIM", "train s", "to uniform's final (time)", "(steps)"):

@@ -182,25 +182,28 @@ def _evos_checks(mine: Dict[str, Any], uniform: Dict[str, Any], baselines: List[
     return lines
 
 
-def gap_to_uniform(runs) -> List[str]:
+def gap_to_uniform(runs, views: str = "test") -> List[str]:
     """Each strategy minus uniform of the same seed, at every evaluation both made (mean over seeds).
 
     A final value hides when a sampler pays: on real captures every error-guided sampler's test
     SSIM falls below uniform's early and an annealed one recovers part of it, which only a gap
     measured along the run shows. Pairs are (scene, seed) groups, so seeds on their own random
-    numbers do not blur the gap with each other's spread.
+    numbers do not blur the gap with each other's spread. ``views="train"`` reads the training views
+    scored with ``bench_nerf.py --train-views``: a sampler that gains there while it loses on the
+    test views fits what does not carry over to new viewpoints. No lines when no run has them.
     """
-    lines = ["", "## Gap to uniform over training: ΔPSNR (dB) / ΔSSIM, mean over seeds (seeds below uniform in SSIM)", ""]
+    psnr, ssim = ("psnr", "ssim") if views == "test" else ("train_psnr", "train_ssim")
+    lines = ["", f"## Gap to uniform over training, {views} views: ΔPSNR (dB) / ΔSSIM, mean over seeds (seeds below uniform in SSIM)", ""]
     for scene in sorted({r.scene for r in runs}):
-        uniform = {r.seed: {h["step"]: h for h in r.history} for r in runs if r.scene == scene and r.strategy == "uniform"}
+        uniform = {r.seed: {h["step"]: h for h in r.history if ssim in h} for r in runs if r.scene == scene and r.strategy == "uniform"}
         gaps: Dict[str, Dict[int, List[tuple]]] = {}
         for r in runs:
             if r.scene != scene or r.strategy == "uniform" or r.seed not in uniform:
                 continue
             for h in r.history:
                 ref = uniform[r.seed].get(h["step"])
-                if ref is not None:
-                    gaps.setdefault(r.strategy, {}).setdefault(h["step"], []).append((h["psnr"] - ref["psnr"], h["ssim"] - ref["ssim"]))
+                if ref is not None and ssim in h:
+                    gaps.setdefault(r.strategy, {}).setdefault(h["step"], []).append((h[psnr] - ref[psnr], h[ssim] - ref[ssim]))
         if not gaps:
             continue
         steps = sorted({step for by_step in gaps.values() for step in by_step})
@@ -217,7 +220,7 @@ def gap_to_uniform(runs) -> List[str]:
                              f"({below}/{len(pairs)})")
             lines.append(f"| {strategy} | " + " | ".join(cells) + " |")
         lines.append("")
-    return lines
+    return lines if len(lines) > 3 else []
 
 
 def curves(runs) -> List[str]:

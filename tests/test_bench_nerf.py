@@ -11,7 +11,7 @@ from script_modules import load_script
 
 
 @pytest.mark.slow
-def test_identical_runs_end_identical_wherever_they_sit_in_the_lock_step(tmp_path):
+def test_identical_runs_end_identical_wherever_they_sit_in_the_lock_step_and_whether_train_views_are_scored(tmp_path):
     bench = load_script("bench_nerf")
     scene = make_scene(tmp_path / "scene", resolution=24, num_train=4, num_val=1, num_test=1)
     args = bench.Args(work=tmp_path / "work", out=tmp_path / "out")
@@ -23,6 +23,10 @@ def test_identical_runs_end_identical_wherever_they_sit_in_the_lock_step(tmp_pat
         for run in (first, other, second):
             with bench.own_rng(run):
                 bench.advance(run, until)
+                bench.evaluate(run, train_views=2 if run is first else 0)  # the diagnostic must not touch training
+    assert [h["psnr"] for h in first.history] == [h["psnr"] for h in second.history]
+    assert all(0 < h["train_psnr"] < 100 and 0 < h["train_ssim"] <= 1 for h in first.history)
+    assert "train_psnr" not in second.history[0]
     a, b = _tensors(first), _tensors(second)
     assert a.keys() == b.keys()
     for key in a:

@@ -107,3 +107,18 @@ def test_gap_to_uniform_pairs_each_seed_with_its_own_uniform_at_every_common_ste
     assert "| strategy | step 100 | step 200 |" in text
     assert "| evos | +0.30 / -0.015 (2/2) | +0.10 / +0.005 (0/2) |" in text
     assert "topk" not in text
+    assert report.gap_to_uniform(runs, views="train") == []  # no run scored its training views
+
+
+def test_the_training_view_gap_reads_the_training_view_scores():
+    report = load_script("nerf_report")
+
+    def run(strategy, test, train):
+        return report.MeasuredRun("s", strategy, 0, [{"step": 100, "train_seconds": 1.0, "psnr": test[0], "ssim": test[1],
+                                                      "train_psnr": train[0], "train_ssim": train[1]}])
+
+    runs = [run("uniform", (20.0, 0.50), (22.0, 0.60)), run("topk", (19.5, 0.48), (23.0, 0.65))]
+    assert "| topk | -0.50 / -0.020 (1/1) |" in "\n".join(report.gap_to_uniform(runs))
+    train = "\n".join(report.gap_to_uniform(runs, views="train"))
+    assert "over training, train views" in train
+    assert "| topk | +1.00 / +0.050 (0/1) |" in train
