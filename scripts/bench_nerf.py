@@ -155,10 +155,17 @@ VARIANTS = {
 
 
 def strategy_overrides(name: str, cfg) -> None:
-    """Map a benchmark strategy name (``base[:variant[+variant]]``) to pixel-sampler settings."""
+    """Map a benchmark strategy name (``base[:variant[+variant]]``) to pixel-sampler settings.
+
+    ``topk`` is plain hard mining, a fixed share of the highest errors, on every scene: it shares
+    EVOS's pool, so it would otherwise inherit ``evos-nerf``'s step schedule (EVOS's annealing
+    toward uniform) and be EVOS without mutants. ``topk:step`` names that annealed variant.
+    """
     sampler = cfg.pipeline.datamanager.pixel_sampler
     base, _, variants = name.partition(":")
     sampler.strategy = base
+    if base == "topk":
+        sampler.ratio_schedule = "constant"
     for variant in filter(None, variants.split("+")):
         if variant.startswith("ratio="):
             sampler.ratio = float(variant.split("=", 1)[1])

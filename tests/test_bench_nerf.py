@@ -93,3 +93,17 @@ def test_a_thread_count_below_one_is_refused_before_anything_trains(tmp_path):
     with pytest.raises(SystemExit, match="--threads must be >= 1"):
         bench.main(bench.Args(threads=0, work=tmp_path / "work", out=tmp_path / "out"))
     assert not (tmp_path / "out").exists()
+
+
+def test_hard_mining_is_a_fixed_share_on_every_method_and_annealed_only_when_named():
+    """evos-nerf's step default is EVOS's annealing; the topk baseline shares EVOS's pool and once
+    inherited it silently, which made it EVOS without mutants on real captures."""
+    from evos_nerf.nerfstudio.config import evos_nerf_blender_config, evos_nerf_config
+
+    bench = load_script("bench_nerf")
+    for make in (evos_nerf_config, evos_nerf_blender_config):
+        for name, schedule in (("topk", "constant"), ("topk:step", "step"), ("evos:step", "step"), ("evos:constant", "constant")):
+            cfg = make()
+            bench.strategy_overrides(name, cfg)
+            sampler = cfg.pipeline.datamanager.pixel_sampler
+            assert (sampler.strategy, sampler.ratio_schedule) == (name.split(":")[0], schedule), (make.__name__, name)
