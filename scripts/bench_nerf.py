@@ -317,6 +317,8 @@ def main(args: Args) -> None:
         return
     if args.threads < 1:
         raise SystemExit(f"--threads must be >= 1 (got {args.threads})")
+    if args.train_views < 0:
+        raise SystemExit(f"--train-views must be >= 0 (got {args.train_views})")
     torch.set_num_threads(args.threads)
     preset = load_preset(args.preset or "cpu")
     budget = Budget(steps=args.steps or preset["steps"], rays=preset["rays"], full=preset.get("full", False),
