@@ -24,7 +24,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 import tyro
@@ -269,6 +269,7 @@ def merge(args: Args) -> None:
     """One report from several result files of the same budget (each run is kept as measured)."""
     runs: List[nerf_report.MeasuredRun] = []
     budgets, presets, threads, hosts = [], {}, set(), set()
+    seen: Dict[Tuple[str, int, str], Path] = {}
     for path in args.merge or []:
         data = nerf_report.read_result(path)
         if data is None:
@@ -278,7 +279,12 @@ def merge(args: Args) -> None:
         presets[path] = data["preset"]
         threads.add(str(data.get("threads", "?")))
         hosts.add(data.get("host", "not recorded"))
-        runs += nerf_report.measured_runs(data, process=str(path))
+        for run in nerf_report.measured_runs(data, process=str(path)):
+            key = (run.scene, run.seed, run.strategy)
+            if key in seen:  # the same run twice would count as two seeds in every mean and median
+                raise SystemExit(f"--merge: {run.scene} seed {run.seed} {run.strategy} is in both {seen[key]} and {path}")
+            seen[key] = path
+            runs.append(run)
     if not runs:
         raise SystemExit("--merge: no runs in the given files")
     if any(b != budgets[0] for b in budgets):

@@ -75,7 +75,10 @@ def summarise(runs) -> Dict[str, Dict[str, Any]]:
             group = {r.strategy: r for r in runs if r.scene == scene and r.seed == seed}
             uniform = group.get("uniform")
             target = uniform.history[-1]["psnr"] if uniform else None
-            equal_time = min(r.history[-1]["train_seconds"] for r in group.values())
+            # The comparison time comes from the runs timed with uniform: a run added later from a
+            # process under another load must not move the point at which the group's runs compare.
+            timed = [r for r in group.values() if uniform is None or r.process == uniform.process]
+            equal_time = min(r.history[-1]["train_seconds"] for r in timed)
             for name, r in group.items():
                 final = r.history[-1]
                 row = out.setdefault(f"{scene}|{name}", {

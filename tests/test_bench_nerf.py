@@ -57,6 +57,9 @@ def test_merge_combines_part_results_and_skips_their_summaries(tmp_path):
     with pytest.raises(SystemExit, match="do not name their preset .*give --preset or --name"):
         bench.main(bench.Args(merge=files, out=tmp_path / "unnamed"))
     assert not (tmp_path / "unnamed").exists()
+    with pytest.raises(SystemExit, match=r"fern seed 0 uniform is in both .*real_fern_s0r.json and .*merged.json"):
+        bench.main(bench.Args(merge=[files[0], tmp_path / "merged.json"], name="twice", out=tmp_path))  # a part and its merge
+    assert not (tmp_path / "twice.json").exists()
     (tmp_path / "other.json").write_text('{"rows": []}')
     with pytest.raises(SystemExit, match="other.json is not a bench_nerf result file"):
         bench.main(bench.Args(merge=[tmp_path / "other.json"], name="x", out=tmp_path))
@@ -65,8 +68,9 @@ def test_merge_combines_part_results_and_skips_their_summaries(tmp_path):
 def test_a_merged_report_names_the_preset_its_files_ran(tmp_path):
     bench = load_script("bench_nerf")
     part = json.loads((bench.ROOT / "benchmarks" / "real_parts" / "real_fern_s2.json").read_text())
-    for name, preset in (("a", "real"), ("b", "real"), ("c", "cpu")):
-        (tmp_path / f"{name}.json").write_text(json.dumps({**part, "preset": {**part["preset"], "name": preset}}))
+    for seed, (name, preset) in enumerate((("a", "real"), ("b", "real"), ("c", "cpu"))):
+        runs = [{**r, "seed": seed} for r in part["runs"]]  # three seeds' parts
+        (tmp_path / f"{name}.json").write_text(json.dumps({**part, "runs": runs, "preset": {**part["preset"], "name": preset}}))
     bench.main(bench.Args(merge=[tmp_path / "a.json", tmp_path / "b.json"], out=tmp_path / "out"))
     # no --name: the stem, the title and the preset's own summary file all follow the files' preset
     assert (tmp_path / "out" / "nerf_real.md").read_text().startswith("# NeRF benchmark, preset `real`")

@@ -53,6 +53,22 @@ def test_times_of_runs_from_other_processes_are_not_compared_and_steps_are_inste
     assert "equal training time (not comparable" not in mixed  # evos:step itself trained with uniform
 
 
+def test_a_run_from_another_process_does_not_move_the_groups_equal_time_point():
+    report = load_script("nerf_report")
+
+    def run(strategy, process, seconds, psnr_at):
+        history = [{"step": s, "train_seconds": seconds * s / 1000, "psnr": p, "ssim": 0.5,
+                    "selection_seconds": 0.0, "refresh_seconds": 0.0} for s, p in zip((500, 1000), psnr_at)]
+        return report.MeasuredRun("s", strategy, 0, history, process)
+
+    group = [run("uniform", "group.json", 100.0, (19.0, 20.0)), run("evos:step", "group.json", 80.0, (20.0, 21.0))]
+    alone = run("topk", "alone.json", 40.0, (19.0, 19.5))  # trained alone on a quiet machine
+    summary = report.summarise(group + [alone])
+    # Equal time is evos:step's 80 s (the shortest of uniform's process), not topk's 40 s.
+    assert summary["s|uniform"]["psnr_equal_time"] == [pytest.approx(19.0 + 1.0 * (80 - 50) / 50)]
+    assert summary["s|evos:step"]["psnr_equal_time"] == [pytest.approx(21.0)]
+
+
 def test_shorter_budget_finals_are_judged_against_uniform_at_the_full_budget_of_the_same_seed():
     report = load_script("nerf_report")
     full = [_run(report, "s", "uniform", 0, 1200, 20.0, 0.50, 300.0), _run(report, "s", "uniform", 1, 1200, 21.0, 0.60, 300.0),
