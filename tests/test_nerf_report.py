@@ -34,14 +34,19 @@ def _run(report, scene, strategy, seed, step, psnr, ssim, seconds):
     return report.MeasuredRun(scene, strategy, seed, [{"step": step, "train_seconds": seconds, "psnr": psnr, "ssim": ssim}])
 
 
+def _timed_run(report, strategy, process, seconds, psnr_at):
+    """Evaluated at steps 500 and 1000 of a 1000-step run that took ``seconds``, in ``process``."""
+    history = [{"step": s, "train_seconds": seconds * s / 1000, "psnr": p, "ssim": 0.5,
+                "selection_seconds": 0.0, "refresh_seconds": 0.0} for s, p in zip((500, 1000), psnr_at)]
+    return report.MeasuredRun("s", strategy, 0, history, process)
+
+
 def test_times_of_runs_from_other_processes_are_not_compared_and_steps_are_instead():
     """A baseline trained alone on a quiet machine looks 'slower' or 'faster' by the load, not the sampler."""
     report = load_script("nerf_report")
 
-    def run(strategy, process, seconds, psnr_at):  # uniform ends at 20.0 dB after 1000 steps
-        history = [{"step": s, "train_seconds": seconds * s / 1000, "psnr": p, "ssim": 0.5,
-                    "selection_seconds": 0.0, "refresh_seconds": 0.0} for s, p in zip((500, 1000), psnr_at)]
-        return report.MeasuredRun("s", strategy, 0, history, process)
+    def run(*args):  # uniform ends at 20.0 dB after 1000 steps
+        return _timed_run(report, *args)
 
     group = [run("uniform", "group.json", 100.0, (19.0, 20.0)), run("evos:step", "group.json", 100.0, (20.0, 20.5))]
     alone = run("errormap", "alone.json", 300.0, (20.0, 20.5))  # same steps to 20 dB, three times the seconds
@@ -55,14 +60,9 @@ def test_times_of_runs_from_other_processes_are_not_compared_and_steps_are_inste
 
 def test_a_run_from_another_process_does_not_move_the_groups_equal_time_point():
     report = load_script("nerf_report")
-
-    def run(strategy, process, seconds, psnr_at):
-        history = [{"step": s, "train_seconds": seconds * s / 1000, "psnr": p, "ssim": 0.5,
-                    "selection_seconds": 0.0, "refresh_seconds": 0.0} for s, p in zip((500, 1000), psnr_at)]
-        return report.MeasuredRun("s", strategy, 0, history, process)
-
-    group = [run("uniform", "group.json", 100.0, (19.0, 20.0)), run("evos:step", "group.json", 80.0, (20.0, 21.0))]
-    alone = run("topk", "alone.json", 40.0, (19.0, 19.5))  # trained alone on a quiet machine
+    group = [_timed_run(report, "uniform", "group.json", 100.0, (19.0, 20.0)),
+             _timed_run(report, "evos:step", "group.json", 80.0, (20.0, 21.0))]
+    alone = _timed_run(report, "topk", "alone.json", 40.0, (19.0, 19.5))  # trained alone on a quiet machine
     summary = report.summarise(group + [alone])
     # Equal time is evos:step's 80 s (the shortest of uniform's process), not topk's 40 s.
     assert summary["s|uniform"]["psnr_equal_time"] == [pytest.approx(19.0 + 1.0 * (80 - 50) / 50)]
