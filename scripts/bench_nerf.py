@@ -24,7 +24,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 import torch
 import tyro
@@ -267,24 +267,14 @@ def evaluate(run: Run, pixels: int = 0, train_views: int = 0) -> None:
 
 def merge(args: Args) -> None:
     """One report from several result files of the same budget (each run is kept as measured)."""
-    runs: List[nerf_report.MeasuredRun] = []
-    budgets, presets, threads, hosts = [], {}, set(), set()
-    seen: Dict[Tuple[str, int, str], Path] = {}
-    for path in args.merge or []:
-        data = nerf_report.read_result(path)
-        if data is None:
-            console.print(f"--merge: skipping {path} (a summary, not a result file)")
-            continue
-        budgets.append(data["budget"])
-        presets[path] = data["preset"]
-        threads.add(str(data.get("threads", "?")))
-        hosts.add(data.get("host", "not recorded"))
-        for run in nerf_report.measured_runs(data, process=str(path)):
-            key = (run.scene, run.seed, run.strategy)
-            if key in seen:  # the same run twice would count as two seeds in every mean and median
-                raise SystemExit(f"--merge: {run.scene} seed {run.seed} {run.strategy} is in both {seen[key]} and {path}")
-            seen[key] = path
-            runs.append(run)
+    files = nerf_report.read_results(args.merge or [], "--merge")
+    for path in sorted(set(args.merge or []) - {f.path for f in files}):
+        console.print(f"--merge: skipping {path} (a summary, not a result file)")
+    runs = [run for f in files for run in f.runs]
+    budgets = [f.data["budget"] for f in files]
+    presets = {f.path: f.data["preset"] for f in files}
+    threads = {str(f.data.get("threads", "?")) for f in files}
+    hosts = {f.data.get("host", "not recorded") for f in files}
     if not runs:
         raise SystemExit("--merge: no runs in the given files")
     if any(b != budgets[0] for b in budgets):

@@ -42,21 +42,17 @@ class Args:
     """Also write the table (markdown) here."""
 
 
-def load(paths: List[Path]):
-    runs, budgets = [], []
-    for path in paths:
-        data = nerf_report.read_result(path)
-        if data is not None:
-            runs += nerf_report.measured_runs(data)
-            budgets.append((path, data["budget"]))
+def load(paths: List[Path], flag: str):
+    files = nerf_report.read_results(paths, flag)
+    runs = [run for f in files for run in f.runs]
     if not runs:
-        raise SystemExit(f"no runs in {', '.join(map(str, paths))}")
-    return runs, budgets
+        raise SystemExit(f"{flag}: no runs in {', '.join(map(str, paths))}")
+    return runs, [(f.path, f.data["budget"]) for f in files]
 
 
 def main(args: Args) -> None:
-    short, short_budgets = load(args.short)
-    full, full_budgets = load(args.full)
+    short, short_budgets = load(args.short, "--short")
+    full, full_budgets = load(args.full, "--full")
     (ref_path, ref), *_ = full_budgets
     apart_from_steps = lambda budget: {k: v for k, v in budget.items() if k != "steps"}  # noqa: E731
     for path, budget in short_budgets + full_budgets:

@@ -53,6 +53,34 @@ def measured_runs(data: Dict[str, Any], process: str = "") -> List[MeasuredRun]:
     return [MeasuredRun(r["scene"], r["strategy"], r["seed"], r["history"], r.get("process") or process) for r in data["runs"]]
 
 
+@dataclass
+class ResultFile:
+    path: Path
+    data: Dict[str, Any]
+    runs: List[MeasuredRun]
+
+
+def read_results(paths: Sequence[Path], flag: str) -> List[ResultFile]:
+    """The result files of one report, skipping parts' summaries. A (scene, seed, strategy) found in
+    two files stops with one line naming both (``flag`` names the option they came from): counted
+    twice, one run would pass for two seeds in every mean and median, as when a part is given
+    together with a merged report that already holds it."""
+    files: List[ResultFile] = []
+    seen: Dict[tuple, Path] = {}
+    for path in paths:
+        data = read_result(path)
+        if data is None:
+            continue
+        runs = measured_runs(data, process=str(path))
+        for run in runs:
+            key = (run.scene, run.seed, run.strategy)
+            if key in seen:
+                raise SystemExit(f"{flag}: {run.scene} seed {run.seed} {run.strategy} is in both {seen[key]} and {path}")
+            seen[key] = path
+        files.append(ResultFile(path, data, runs))
+    return files
+
+
 def plateau_rise(history: List[Dict[str, float]]) -> float:
     """Test PSNR gained over the last quarter of the budget (the convergence check)."""
     last = history[-1]["step"]
@@ -77,7 +105,8 @@ def summarise(runs) -> Dict[str, Dict[str, Any]]:
             target = uniform.history[-1]["psnr"] if uniform else None
             # The comparison time comes from the runs timed with uniform: a run added later from a
             # process under another load must not move the point at which the group's runs compare.
-            timed = [r for r in group.values() if uniform is None or r.process == uniform.process]
+            with_uniform = {name: uniform is not None and r.process == uniform.process for name, r in group.items()}
+            timed = [r for name, r in group.items() if uniform is None or with_uniform[name]]
             equal_time = min(r.history[-1]["train_seconds"] for r in timed)
             for name, r in group.items():
                 final = r.history[-1]
@@ -95,7 +124,7 @@ def summarise(runs) -> Dict[str, Dict[str, Any]]:
                 row["psnr_equal_time"].append(value_at(r.history, "train_seconds", equal_time, "psnr"))
                 row["ssim_equal_time"].append(value_at(r.history, "train_seconds", equal_time, "ssim"))
                 row["plateau_rise"].append(plateau_rise(r.history))
-                row["timed_with_uniform"].append(uniform is not None and r.process == uniform.process)
+                row["timed_with_uniform"].append(with_uniform[name])
                 if target is not None:
                     for column, key in (("ratio", "train_seconds"), ("step_ratio", "step")):
                         value = reach(r.history, target, key)

@@ -105,6 +105,9 @@ def test_budget_report_refuses_references_of_another_model_and_short_runs_that_a
     (tmp_path / "broken.json").write_text("{not json")
     with pytest.raises(SystemExit, match="broken.json: not a JSON result file"):
         budget.main(budget.Args(short=[tmp_path / "broken.json"], full=[full]))
+    # A part given together with the merged file that holds it would count its seed twice.
+    with pytest.raises(SystemExit, match="--short: s seed 0 uniform is in both .*half.json and .*half_again.json"):
+        budget.main(budget.Args(short=[half, write("half_again", 600, {"w": 1})], full=[full]))
 
 
 def test_gap_to_uniform_pairs_each_seed_with_its_own_uniform_at_every_common_step():
