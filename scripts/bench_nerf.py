@@ -157,9 +157,10 @@ VARIANTS = {
 def strategy_overrides(name: str, cfg) -> None:
     """Map a benchmark strategy name (``base[:variant[+variant]]``) to pixel-sampler settings.
 
-    ``topk`` is plain hard mining, a fixed share of the highest errors, on every scene: it shares
-    EVOS's pool, so it would otherwise inherit ``evos-nerf``'s step schedule (EVOS's annealing
-    toward uniform) and be EVOS without mutants. ``topk:step`` names that annealed variant.
+    ``topk`` is plain hard mining, a fixed share of the highest errors, on every scene (as
+    ``evos-nerf``'s ``auto`` schedule makes it; pinned here so that a benchmark name means one
+    thing whatever the method's default). ``topk:step`` names the annealed variant: EVOS's
+    survivors without its mutants.
     """
     sampler = cfg.pipeline.datamanager.pixel_sampler
     base, _, variants = name.partition(":")

@@ -120,6 +120,14 @@ def test_topk_trains_only_on_the_survivors():
     assert sel.num_mutants == 0 and bool(selector.pool.contains(sel.flat).all())
 
 
+def test_the_auto_schedule_anneals_evos_and_keeps_every_other_pool_strategy_at_its_share():
+    late = 190  # the step scheduler's last stage: r_t = 0.5 + 9 * 0.05
+    assert make("evos", ratio_schedule="auto").rates(late)[0] == pytest.approx(0.95)
+    for strategy in ("topk", "staleness", "edges"):
+        assert make(strategy, ratio_schedule="auto").rates(late)[0] == 0.5, strategy
+    assert make("topk", ratio_schedule="step").rates(late)[0] == pytest.approx(0.95)  # annealed only when asked
+
+
 def test_importance_weights_make_the_loss_an_unbiased_estimate_of_the_mean():
     selector = make(batch=64, importance_weights=1.0)
     run(selector, Scene(torch.rand(P, generator=torch.Generator().manual_seed(5))), 11)

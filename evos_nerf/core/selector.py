@@ -23,7 +23,7 @@ import re
 import time
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Callable, Dict, List, Literal, Optional, Tuple
+from typing import Any, Callable, Dict, List, Literal, Optional, Tuple, Union
 
 import torch
 from rich.console import Console
@@ -41,6 +41,7 @@ from evos_nerf.errors import UserInputError
 
 Strategy = Literal["evos", "uniform", "topk", "staleness", "edges", "errormap", "softmining"]
 POOL_STRATEGIES = ("evos", "topk", "staleness", "edges")
+RatioSchedule = Union[Literal["auto"], schedules.SampleRatioSchedule]
 
 console = Console()
 
@@ -59,10 +60,12 @@ class SelectorConfig:
     first); edges (edge-prior control: ground-truth Laplacian only)."""
     ratio: float = 0.5
     """r0: share of all training pixels in the population EVOS trains on (fittest + mutants)."""
-    ratio_schedule: schedules.SampleRatioSchedule = "constant"
+    ratio_schedule: RatioSchedule = "constant"
     """How r_t grows: constant, step (10 stages up to 1), linear or cosine. Growing r_t anneals
-    selection toward uniform (at r_t = 1 every pixel is in the population). ``evos-nerf`` (real
-    captures) defaults to step, ``evos-nerf-blender`` to constant (README, NeRF benchmark)."""
+    selection toward uniform (at r_t = 1 every pixel is in the population). auto: step for evos,
+    constant for every other strategy, so that topk stays plain hard mining (a fixed share of the
+    highest errors) rather than EVOS without mutants. ``evos-nerf`` (real captures) defaults to
+    auto, ``evos-nerf-blender`` to constant (README, NeRF benchmark)."""
     mutation: float = 0.5
     """alpha: mutants are m = alpha * r0 of all pixels, so alpha is the batch's mutant share at r0."""
     end_mutation: Optional[float] = None
@@ -299,11 +302,19 @@ class RaySelector(nn.Module):
         c = self.config
         return schedules.key_interval(self.iteration(step), self.total_steps, c.key_schedule, c.init_interval, c.end_interval)
 
+    @property
+    def ratio_schedule(self) -> schedules.SampleRatioSchedule:
+        """The schedule ``auto`` stands for: EVOS anneals, the other strategies keep their share."""
+        schedule = self.config.ratio_schedule
+        if schedule == "auto":
+            return "step" if self.config.strategy == "evos" else "constant"
+        return schedule
+
     def rates(self, step: int) -> Tuple[float, float]:
         """(r_t, m): population share and mutant share of all pixels at this step."""
         c, t = self.config, self.iteration(step)
         r0 = self.controls.ratio
-        r_t = schedules.sample_ratio(t, self.total_steps, r0, c.ratio_schedule)
+        r_t = schedules.sample_ratio(t, self.total_steps, r0, self.ratio_schedule)
         alpha = self.controls.mutation
         end = alpha if c.end_mutation is None else c.end_mutation
         m = schedules.mutation_ratio(t, self.total_steps, r0, r_t, c.mutation_schedule, alpha, end, c.mutation_base)

@@ -76,8 +76,9 @@ def evos_nerf_config() -> EvosTrainerConfig:
                 eval_num_rays_per_batch=4096,
                 # Real captures carry error no sampler can train away (exposure, blur, pose noise);
                 # the paper's step scheduler grows the population to every pixel, annealing
-                # selection toward uniform (README, "NeRF benchmark on real captures").
-                pixel_sampler=EvosPixelSamplerConfig(ratio_schedule="step"),
+                # selection toward uniform (README, "NeRF benchmark on real captures"). auto keeps
+                # that schedule to EVOS: --...strategy topk stays plain hard mining.
+                pixel_sampler=EvosPixelSamplerConfig(ratio_schedule="auto"),
             ),
             model=EvosNerfactoModelConfig(
                 eval_num_rays_per_chunk=1 << 15,
