@@ -149,6 +149,7 @@ VARIANTS = {
     "cosine": {"ratio_schedule": "cosine"},
     "learnable": {"fitness": "learnable"},
     "relative": {"fitness": "relative"},
+    "shrunk": {"shrinkage": 1.0},
     "smooth-crossover": {"crossover": "select", "crossover_prior": "smooth"},
 }
 """Ablation suffixes: ``evos:crossover``, ``evos:step+weighted`` (joined with ``+``)."""

@@ -55,3 +55,40 @@ def test_pool_follows_measured_neighbours_instead_of_random_unvisited_pixels():
         pool, _ = rank_pixels(store, 256, "topk", torch.Generator().manual_seed(0), unvisited_prior=prior, prior_block=8)
         left = float((pool % 32 < 16).float().mean())
         assert lo <= left <= hi, (prior, left)
+
+
+def test_shrinkage_moves_each_measured_pixel_halfway_to_its_block_estimate():
+    """k = 1 pseudo-observation: a measured pixel's score is (e + B) / 2, B its block's estimate; an
+    unmeasured one's stays B; with the mean prior B is the global mean of the measured errors."""
+    store = FitnessStore([(4, 4)], dtype=torch.float32)
+    store.update(torch.tensor([0, 1, 4]), torch.tensor([1.0, 0.2, 0.3]))  # three pixels of the 2x2 block at (0, 0)
+    global_mean = 1.5 / 3
+    image_mean = (1.5 + global_mean) / 4
+    block = (1.5 + image_mean) / 4
+    e, _, _ = store.ranking_scores(False, prior_block=2, shrinkage=1.0)
+    assert torch.allclose(e[[0, 1, 4]], (torch.tensor([1.0, 0.2, 0.3]) + block) / 2)
+    assert torch.isclose(e[5], torch.tensor(block))  # unmeasured, same block
+    assert torch.isclose(e[15], torch.tensor(image_mean))  # unmeasured block
+    plain, _, _ = store.ranking_scores(False, prior_block=2)
+    assert torch.allclose(plain[[0, 1, 4]], torch.tensor([1.0, 0.2, 0.3]))
+    mean_prior, _, _ = store.ranking_scores(False, unvisited_prior="mean", shrinkage=3.0)
+    assert torch.allclose(mean_prior[[0, 1, 4]], (torch.tensor([1.0, 0.2, 0.3]) + 3 * global_mean) / 4)
+    assert torch.isclose(mean_prior[15], torch.tensor(global_mean))
+
+
+def test_shrinkage_ranks_a_uniformly_hard_block_above_a_lone_outlier():
+    """An 8x8 view, all measured: the top-right 4x4 block has error 0.5 everywhere, the top-left one
+    0.02 but for one pixel at 0.7 (a misaligned edge pixel, say), the bottom half 0.02. A 16-pixel
+    pool takes the outlier by its own error; shrunk toward its block it gives way to the hard block."""
+    store = FitnessStore([(8, 8)], dtype=torch.float32)
+    error = torch.full((8, 8), 0.02)
+    error[:4, 4:] = 0.5
+    error[1, 1] = 0.7
+    store.update(torch.arange(64), error.reshape(-1))
+    hard_block = set((torch.arange(64).view(8, 8)[:4, 4:]).reshape(-1).tolist())
+    for shrinkage, has_outlier in ((0.0, True), (1.0, False)):
+        pool, _ = rank_pixels(store, 16, "evos", torch.Generator().manual_seed(0), "none", stale_correction=False,
+                              prior_block=4, shrinkage=shrinkage)
+        members = set(pool.tolist())
+        assert (9 in members) == has_outlier, shrinkage
+        assert len(members - hard_block - {9}) == 0

@@ -52,15 +52,25 @@ def block_estimate(
 
 def fill_unmeasured(
     fitness: Tensor, measured: Tensor, height: int, width: int, global_mean: float, block: int = 16,
-    pseudo_count: float = 1.0,
+    pseudo_count: float = 1.0, shrinkage: float = 0.0,
 ) -> None:
     """In place: every unmeasured pixel of one image [H*W] takes its block's estimate (O(H*W), few passes).
 
     ``measured`` is float 1 / 0. Unmeasured entries of ``fitness`` must hold 0, as the store's
     never-measured pixels do: the fill is then an add, which is much faster than a masked select.
+
+    ``shrinkage`` k > 0 also moves every measured pixel to its posterior mean, its one measurement
+    e and k pseudo-observations at the block's estimate B: (e + k B) / (1 + k). A visited pixel's
+    fitness is a single stale sample (at 1200 steps x 512 rays a real capture's training pixel is
+    measured well under once on average), and the block pools the evidence of its neighbours.
     """
-    estimate = block_estimate(fitness, measured, height, width, global_mean, block, pseudo_count)
-    fitness.addcmul_(expand_blocks(estimate, height, width, block), 1.0 - measured)
+    estimate = expand_blocks(block_estimate(fitness, measured, height, width, global_mean, block, pseudo_count),
+                             height, width, block)
+    if shrinkage > 0:
+        # e -> B + w (e - B) with w = 1 / (1 + k) where measured, 0 where not (there e = 0, so it is B).
+        fitness.sub_(estimate).mul_(measured * (1.0 / (1.0 + shrinkage))).add_(estimate)
+    else:
+        fitness.addcmul_(estimate, 1.0 - measured)
 
 
 def neighbourhood_estimate(

@@ -56,6 +56,7 @@ def rank_pixel_mask(
     reduce_sum: ReduceSum = _identity,
     fitness: Fitness = "error",
     crossover_prior: CrossoverPrior = "edges",
+    shrinkage: float = 0.0,
 ) -> Tuple[Tensor, float]:
     """The pool as a [P] bool mask (what it keeps; listing the members would cost a pass), and the
     crossover balance p (nan for rankings without crossover). Masked pixels never enter.
@@ -75,7 +76,7 @@ def rank_pixel_mask(
     with_edges = ranking == "evos" and crossover_method != "none"
     e, hf, sums = store.ranking_scores(
         stale_correction and ranking == "evos", reduce_sum, unvisited_prior, prior_block, with_edges, fitness,
-        crossover_prior,
+        crossover_prior, shrinkage if ranking == "evos" else 0.0,
     )
     if ranking == "topk" or hf is None:
         return top_k_mask(e, pool_size, generator=generator), math.nan

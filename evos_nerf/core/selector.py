@@ -97,6 +97,10 @@ class SelectorConfig:
     toward their image's mean) or mean (the global mean error)."""
     prior_block: int = 16
     """Block size in pixels for the neighbourhood prior."""
+    shrinkage: float = 0.0
+    """Pseudo-observations k at a visited pixel's prior (its block's estimate with the neighbourhood
+    prior, the global mean with the mean prior) blended with its one cached error: (e + k B) / (1 + k).
+    0 ranks each visited pixel by its own error (the paper); evos only."""
     refresh_budget: Optional[int] = None
     """Rays re-measured (no-grad) at each key iteration: the stalest members of the pool. None: one
     training batch, so the cost stays a fixed share of training whatever the batch size."""
@@ -142,7 +146,7 @@ class SelectorConfig:
                 raise UserInputError(f"{prefix}{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.refresh_budget is not None and self.refresh_budget < 0:
             raise UserInputError(f"{prefix}refresh-budget must be >= 0, got {self.refresh_budget}")
-        non_negative = ("softmining_warmup", "importance_weights", "importance_warmup", "softmining_alpha")
+        non_negative = ("softmining_warmup", "importance_weights", "importance_warmup", "softmining_alpha", "shrinkage")
         for name in non_negative:
             value = getattr(self, name)
             if not (value >= 0 and math.isfinite(value)):
@@ -386,7 +390,7 @@ class RaySelector(nn.Module):
         pool_size, _ = self.counts(step, store.num_valid)
         members, self.balance = rank_pixel_mask(
             store, pool_size, c.strategy, self.generator, c.crossover, c.stale_correction,
-            c.unvisited_prior, c.prior_block, self.comm.all_reduce_sum, c.fitness, c.crossover_prior,
+            c.unvisited_prior, c.prior_block, self.comm.all_reduce_sum, c.fitness, c.crossover_prior, c.shrinkage,
         )
         self._set_pool(CandidatePool(store, members))
         self.pool_ratio = self.controls.ratio

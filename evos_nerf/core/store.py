@@ -415,6 +415,7 @@ class FitnessStore(nn.Module):
         with_edges: bool = False,
         fitness: Fitness = "error",
         second_parent: CrossoverPrior = "edges",
+        shrinkage: float = 0.0,
     ) -> Tuple[Tensor, Optional[Tensor], Tuple[float, float]]:
         """(e, h, (sum e, sum h)): every pixel's estimated error now, its error weighted by the crossover
         prior (the second parent's score), and their sums over this shard's valid pixels. Masked pixels are -inf in both (never ranked).
@@ -425,6 +426,7 @@ class FitnessStore(nn.Module):
         "learnable", e is only the learnable part of each error, stale-corrected by construction (by
         the uniformly drawn error level, ``uniform_level_ratios``), whatever ``stale_correction`` says.
         With "relative", each image's estimates are divided by their mean over its valid pixels.
+        ``shrinkage`` k blends each measured pixel's estimate with its prior (``fill_unmeasured``).
         """
         e = torch.empty(self.num_pixels, dtype=torch.float32, device=self.fitness.device)
         learnable = fitness == "learnable"
@@ -462,7 +464,10 @@ class FitnessStore(nn.Module):
                 valid = (~torch.isnan(self.fitness[start:end])).float()
                 measured.mul_(valid)
             if unvisited_prior == "neighbourhood":
-                fill_unmeasured(out, measured, int(self.heights[local]), int(self.widths[local]), prior, prior_block)
+                fill_unmeasured(out, measured, int(self.heights[local]), int(self.widths[local]), prior, prior_block,
+                                shrinkage=shrinkage)
+            elif shrinkage > 0:
+                out.sub_(prior).mul_(measured / (1.0 + shrinkage)).add_(prior)
             else:
                 out.addcmul_(torch.full_like(out, prior), 1.0 - measured)
             if masked:
