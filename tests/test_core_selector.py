@@ -252,6 +252,8 @@ def test_out_of_range_settings_name_the_flag():
         SelectorConfig(importance_weights=float("nan")).validate()
     with pytest.raises(UserInputError, match="softmining-refresh"):
         SelectorConfig(softmining_refresh=0).validate()
+    with pytest.raises(UserInputError, match="shrinkage"):
+        SelectorConfig(shrinkage=-1.0).validate()
 
 
 def test_importance_weight_exponent_ramps_over_its_warm_up_share_of_the_run():
