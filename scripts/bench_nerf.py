@@ -153,6 +153,8 @@ VARIANTS = {
     "smooth-crossover": {"crossover": "select", "crossover_prior": "smooth"},
 }
 """Ablation suffixes: ``evos:crossover``, ``evos:step+weighted`` (joined with ``+``)."""
+NUMERIC_VARIANTS = {"ratio": "ratio", "sm-alpha": "softmining_alpha", "sm-uniform": "softmining_uniform"}
+"""Suffixes with a value: ``evos:ratio=0.3``, ``softmining:sm-alpha=0`` (sampling without the weights)."""
 
 
 def strategy_overrides(name: str, cfg) -> None:
@@ -169,13 +171,15 @@ def strategy_overrides(name: str, cfg) -> None:
     if base == "topk":
         sampler.ratio_schedule = "constant"
     for variant in filter(None, variants.split("+")):
-        if variant.startswith("ratio="):
-            sampler.ratio = float(variant.split("=", 1)[1])
+        key, has_value, value = variant.partition("=")
+        if has_value and key in NUMERIC_VARIANTS:
+            setattr(sampler, NUMERIC_VARIANTS[key], float(value))
         elif variant in VARIANTS:
             for key, value in VARIANTS[variant].items():
                 setattr(sampler, key, value)
         else:
-            raise ValueError(f"unknown strategy variant {variant!r} (known: {', '.join(VARIANTS)}, ratio=R)")
+            known = ", ".join([*VARIANTS, *(f"{k}=X" for k in NUMERIC_VARIANTS)])
+            raise ValueError(f"unknown strategy variant {variant!r} (known: {known})")
     sampler.validate()
 
 

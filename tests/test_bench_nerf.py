@@ -114,3 +114,17 @@ def test_hard_mining_is_a_fixed_share_on_every_method_and_annealed_only_when_nam
             bench.strategy_overrides(name, cfg)
             sampler = cfg.pipeline.datamanager.pixel_sampler
             assert (sampler.strategy, sampler.ratio_schedule) == (name.split(":")[0], schedule), (make.__name__, name)
+
+
+def test_valued_variants_set_their_sampler_setting_and_unknown_ones_are_refused():
+    from evos_nerf.nerfstudio.config import evos_nerf_config
+
+    bench = load_script("bench_nerf")
+    cfg = evos_nerf_config()
+    bench.strategy_overrides("softmining:sm-alpha=0+sm-uniform=0.5", cfg)
+    sampler = cfg.pipeline.datamanager.pixel_sampler
+    assert (sampler.strategy, sampler.softmining_alpha, sampler.softmining_uniform) == ("softmining", 0.0, 0.5)
+    bench.strategy_overrides("evos:ratio=0.3", cfg)
+    assert cfg.pipeline.datamanager.pixel_sampler.ratio == 0.3
+    with pytest.raises(ValueError, match="unknown strategy variant 'alpha=0'"):
+        bench.strategy_overrides("softmining:alpha=0", evos_nerf_config())
