@@ -389,7 +389,8 @@ def write_results(runs: List[Run], preset: Dict[str, Any], budget: Budget, seeds
     write_json(args.out / f"{stem}.json", {
         "preset": preset, "budget": vars(budget), "threads": threads, "host": hosts, "summary": summary, "complete": final,
         "runs": [{"scene": r.scene, "strategy": r.strategy, "seed": r.seed, "history": r.history,
-                  **({"process": r.process} if r.process else {})} for r in runs],
+                  **({"process": r.process} if r.process else {}),
+                  **({"host": r.host} if getattr(r, "host", "") else {})} for r in runs],
     })
     nerf_report.plot(runs, args.out / f"{stem}.png", f"NeRF benchmark {preset['name']}: test PSNR / SSIM (mean over seeds)")
     if final and preset.get("summary_json"):

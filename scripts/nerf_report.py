@@ -30,6 +30,11 @@ class MeasuredRun:
     process: str = ""
     """Which process trained it (the result file it was first written to). Training seconds compare
     only between runs of one process: separate processes ran under different loads on this machine."""
+    host: str = ""
+    """The CPU it trained on, as its result file records it ("" when not recorded). Runs of one seed
+    share their random numbers only on one kind of CPU: on an Intel Xeon, fox seed 0's uniform
+    differed from the AMD EPYC run in the fourth decimal of PSNR at step 240 and EVOS by 0.11 dB
+    (CPU kernels round differently, and ranking amplifies it)."""
 
 
 def read_result(path: Path) -> Optional[Dict[str, Any]]:
@@ -50,7 +55,8 @@ def read_result(path: Path) -> Optional[Dict[str, Any]]:
 
 def measured_runs(data: Dict[str, Any], process: str = "") -> List[MeasuredRun]:
     """The runs of a result file; a run that does not name its process is given ``process``."""
-    return [MeasuredRun(r["scene"], r["strategy"], r["seed"], r["history"], r.get("process") or process) for r in data["runs"]]
+    return [MeasuredRun(r["scene"], r["strategy"], r["seed"], r["history"], r.get("process") or process,
+                        r.get("host") or data.get("host") or "") for r in data["runs"]]
 
 
 @dataclass
@@ -106,6 +112,7 @@ def summarise(runs) -> Dict[str, Dict[str, Any]]:
             # The comparison time comes from the runs timed with uniform: a run added later from a
             # process under another load must not move the point at which the group's runs compare.
             with_uniform = {name: uniform is not None and r.process == uniform.process for name, r in group.items()}
+            other_host = {name: uniform is not None and _hosts_differ(r, uniform) for name, r in group.items()}
             timed = [r for name, r in group.items() if uniform is None or with_uniform[name]]
             equal_time = min(r.history[-1]["train_seconds"] for r in timed)
             for name, r in group.items():
@@ -113,7 +120,7 @@ def summarise(runs) -> Dict[str, Dict[str, Any]]:
                 row = out.setdefault(f"{scene}|{name}", {
                     "scene": scene, "strategy": name, "seeds": [], "psnr": [], "ssim": [], "seconds": [],
                     "ratio": [], "step_ratio": [], "overhead": [], "refresh": [], "psnr_equal_time": [],
-                    "ssim_equal_time": [], "plateau_rise": [], "timed_with_uniform": [],
+                    "ssim_equal_time": [], "plateau_rise": [], "timed_with_uniform": [], "other_host_than_uniform": [],
                 })
                 row["seeds"].append(r.seed)
                 row["psnr"].append(final["psnr"])
@@ -125,11 +132,18 @@ def summarise(runs) -> Dict[str, Dict[str, Any]]:
                 row["ssim_equal_time"].append(value_at(r.history, "train_seconds", equal_time, "ssim"))
                 row["plateau_rise"].append(plateau_rise(r.history))
                 row["timed_with_uniform"].append(with_uniform[name])
+                row["other_host_than_uniform"].append(other_host[name])
                 if target is not None:
                     for column, key in (("ratio", "train_seconds"), ("step_ratio", "step")):
                         value = reach(r.history, target, key)
                         row[column].append(None if value is None else value / uniform.history[-1][key])
     return out
+
+
+def _hosts_differ(run, uniform) -> bool:
+    """Known to have trained on different CPUs (a merged file lists several hosts: not attributable)."""
+    hosts = (getattr(run, "host", ""), getattr(uniform, "host", ""))
+    return all(hosts) and not any(";" in h for h in hosts) and hosts[0] != hosts[1]
 
 
 def fmt_spread(values: List[float], digits: int = 2) -> str:
@@ -209,6 +223,10 @@ def _evos_checks(mine: Dict[str, Any], uniform: Dict[str, Any], baselines: List[
                      f"(target >= 15%: {'met' if sooner >= 0.15 else 'missed'}).")
     elif others:
         lines.append(f"    baselines reaching uniform's final: {', '.join(reached) or 'none'}.")
+    moved = [seed for seed, other in zip(mine.get("seeds", []), mine.get("other_host_than_uniform", [])) if other]
+    if moved:
+        lines.append(f"    seed(s) {', '.join(map(str, moved))} trained on another CPU than their uniform run: "
+                     "not on common random numbers with it (kernels round differently across CPUs).")
     overhead = max(o + f for o, f in zip(mine["overhead"], mine["refresh"]))
     lines.append(f"    sampler + re-measure overhead {100 * overhead:.2f}% of training time (target <= 5%).")
     return lines

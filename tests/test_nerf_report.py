@@ -141,3 +141,30 @@ def test_the_training_view_gap_reads_the_training_view_scores():
     train = "\n".join(report.gap_to_uniform(runs, views="train"))
     assert "over training, train views" in train
     assert "| topk | +1.00 / +0.050 (0/1) |" in train
+
+
+def test_a_seed_trained_on_another_cpu_than_its_uniform_run_is_named():
+    """Runs of one seed share random numbers only on one kind of CPU; a merge must say when they do not."""
+    report = load_script("nerf_report")
+
+    def run(strategy, seed, host, psnr_at):
+        history = [{"step": s, "train_seconds": float(s), "psnr": p, "ssim": 0.5, "selection_seconds": 0.0,
+                    "refresh_seconds": 0.0} for s, p in zip((500, 1000), psnr_at)]
+        return report.MeasuredRun("s", strategy, seed, history, f"{host}.json", host)
+
+    runs = [run("uniform", 0, "AMD", (19.0, 20.0)), run("evos:step", 0, "Intel", (20.0, 20.5)),
+            run("uniform", 1, "AMD", (19.0, 20.0)), run("evos:step", 1, "AMD", (20.0, 20.5)),
+            run("uniform", 2, "", (19.0, 20.0)), run("evos:step", 2, "Intel", (20.0, 20.5))]  # 2: not recorded
+    text = "\n".join(report.checks(report.summarise(runs)))
+    assert "seed(s) 0 trained on another CPU than their uniform run" in text
+    same = "\n".join(report.checks(report.summarise(runs[2:])))
+    assert "another CPU" not in same
+
+
+def test_merged_runs_keep_the_cpu_of_the_part_that_trained_them(tmp_path):
+    report = load_script("nerf_report")
+    part = {"budget": {}, "host": "Intel Xeon", "runs": [{"scene": "s", "strategy": "uniform", "seed": 0, "history": []}]}
+    merged = {"budget": {}, "host": "AMD; Intel Xeon",
+              "runs": [{"scene": "s", "strategy": "evos", "seed": 0, "history": [], "process": "p.json", "host": "AMD"}]}
+    assert report.measured_runs(part, "part.json")[0].host == "Intel Xeon"
+    assert report.measured_runs(merged)[0].host == "AMD"
