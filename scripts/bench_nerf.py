@@ -173,7 +173,10 @@ def strategy_overrides(name: str, cfg) -> None:
     for variant in filter(None, variants.split("+")):
         key, has_value, value = variant.partition("=")
         if has_value and key in NUMERIC_VARIANTS:
-            setattr(sampler, NUMERIC_VARIANTS[key], float(value))
+            try:
+                setattr(sampler, NUMERIC_VARIANTS[key], float(value))
+            except ValueError:
+                raise ValueError(f"strategy variant {variant!r}: {value!r} is not a number") from None
         elif variant in VARIANTS:
             for key, value in VARIANTS[variant].items():
                 setattr(sampler, key, value)

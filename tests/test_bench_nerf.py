@@ -128,3 +128,5 @@ def test_valued_variants_set_their_sampler_setting_and_unknown_ones_are_refused(
     assert cfg.pipeline.datamanager.pixel_sampler.ratio == 0.3
     with pytest.raises(ValueError, match="unknown strategy variant 'alpha=0'"):
         bench.strategy_overrides("softmining:alpha=0", evos_nerf_config())
+    with pytest.raises(ValueError, match="'sm-uniform=half': 'half' is not a number"):
+        bench.strategy_overrides("softmining:sm-uniform=half", evos_nerf_config())
