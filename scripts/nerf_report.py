@@ -223,10 +223,11 @@ def _evos_checks(mine: Dict[str, Any], uniform: Dict[str, Any], baselines: List[
                      f"(target >= 15%: {'met' if sooner >= 0.15 else 'missed'}).")
     elif others:
         lines.append(f"    baselines reaching uniform's final: {', '.join(reached) or 'none'}.")
-    moved = [seed for seed, other in zip(mine.get("seeds", []), mine.get("other_host_than_uniform", [])) if other]
-    if moved:
-        lines.append(f"    seed(s) {', '.join(map(str, moved))} trained on another CPU than their uniform run: "
-                     "not on common random numbers with it (kernels round differently across CPUs).")
+    for row in (mine, *baselines):
+        moved = [seed for seed, other in zip(row.get("seeds", []), row.get("other_host_than_uniform", [])) if other]
+        if moved:
+            lines.append(f"    {row['strategy']} seed(s) {', '.join(map(str, moved))} trained on another CPU than their uniform "
+                         "run: not on common random numbers with it (kernels round differently across CPUs).")
     overhead = max(o + f for o, f in zip(mine["overhead"], mine["refresh"]))
     lines.append(f"    sampler + re-measure overhead {100 * overhead:.2f}% of training time (target <= 5%).")
     return lines

@@ -156,7 +156,9 @@ def test_a_seed_trained_on_another_cpu_than_its_uniform_run_is_named():
             run("uniform", 1, "AMD", (19.0, 20.0)), run("evos:step", 1, "AMD", (20.0, 20.5)),
             run("uniform", 2, "", (19.0, 20.0)), run("evos:step", 2, "Intel", (20.0, 20.5))]  # 2: not recorded
     text = "\n".join(report.checks(report.summarise(runs)))
-    assert "seed(s) 0 trained on another CPU than their uniform run" in text
+    assert "evos:step seed(s) 0 trained on another CPU than their uniform run" in text
+    baseline = "\n".join(report.checks(report.summarise(runs[2:4] + [run("errormap", 1, "Intel", (19.5, 20.2))])))
+    assert "errormap seed(s) 1 trained on another CPU" in baseline and "evos:step seed(s)" not in baseline
     same = "\n".join(report.checks(report.summarise(runs[2:])))
     assert "another CPU" not in same
 
