@@ -15,6 +15,8 @@ the global mean. Cost: a few passes over each image (in cache) per key iteration
 
 from __future__ import annotations
 
+from typing import Union
+
 import torch
 from torch import Tensor
 
@@ -67,10 +69,18 @@ def fill_unmeasured(
     estimate = expand_blocks(block_estimate(fitness, measured, height, width, global_mean, block, pseudo_count),
                              height, width, block)
     if shrinkage > 0:
-        # e -> B + w (e - B) with w = 1 / (1 + k) where measured, 0 where not (there e = 0, so it is B).
-        fitness.sub_(estimate).mul_(measured * (1.0 / (1.0 + shrinkage))).add_(estimate)
+        shrink_toward(fitness, estimate, measured, shrinkage)
     else:
         fitness.addcmul_(estimate, 1.0 - measured)
+
+
+def shrink_toward(fitness: Tensor, estimate: Union[Tensor, float], measured: Tensor, shrinkage: float) -> None:
+    """In place: measured entries to (e + k B) / (1 + k), unmeasured ones (holding 0) to B.
+
+    e -> B + w (e - B) with w = 1 / (1 + k) where measured and 0 where not. ``estimate`` B is a
+    per-pixel tensor (the neighbourhood prior) or one number (the global mean prior).
+    """
+    fitness.sub_(estimate).mul_(measured * (1.0 / (1.0 + shrinkage))).add_(estimate)
 
 
 def neighbourhood_estimate(

@@ -41,7 +41,7 @@ from torch import Tensor, nn
 from evos_nerf.core.contrast import ssim_sensitivity
 from evos_nerf.core.laplacian import laplacian_squared
 from evos_nerf.core.learnable import fit_floors, learnable_error
-from evos_nerf.core.neighbourhood import fill_unmeasured
+from evos_nerf.core.neighbourhood import fill_unmeasured, shrink_toward
 from evos_nerf.core.selection import mutate
 
 Fitness = Literal["error", "learnable", "relative"]
@@ -467,7 +467,7 @@ class FitnessStore(nn.Module):
                 fill_unmeasured(out, measured, int(self.heights[local]), int(self.widths[local]), prior, prior_block,
                                 shrinkage=shrinkage)
             elif shrinkage > 0:
-                out.sub_(prior).mul_(measured / (1.0 + shrinkage)).add_(prior)
+                shrink_toward(out, prior, measured, shrinkage)
             else:
                 out.addcmul_(torch.full_like(out, prior), 1.0 - measured)
             if masked:
