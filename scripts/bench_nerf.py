@@ -93,6 +93,8 @@ class Run:
     """This run's own global random stream, swapped in while it trains or evaluates."""
     process: str = ""
     """Empty: trained by this process (a merge names each run's result file instead)."""
+    host: str = ""
+    """Empty: trained on this machine (the file's header names it; a merge keeps each run's part's)."""
 
 
 def current_rng_state() -> Dict[str, Any]:
@@ -393,7 +395,7 @@ def write_results(runs: List[Run], preset: Dict[str, Any], budget: Budget, seeds
         "preset": preset, "budget": vars(budget), "threads": threads, "host": hosts, "summary": summary, "complete": final,
         "runs": [{"scene": r.scene, "strategy": r.strategy, "seed": r.seed, "history": r.history,
                   **({"process": r.process} if r.process else {}),
-                  **({"host": r.host} if getattr(r, "host", "") else {})} for r in runs],
+                  **({"host": r.host} if r.host else {})} for r in runs],
     })
     nerf_report.plot(runs, args.out / f"{stem}.png", f"NeRF benchmark {preset['name']}: test PSNR / SSIM (mean over seeds)")
     if final and preset.get("summary_json"):

@@ -142,7 +142,7 @@ def summarise(runs) -> Dict[str, Dict[str, Any]]:
 
 def _hosts_differ(run, uniform) -> bool:
     """Known to have trained on different CPUs (a merged file lists several hosts: not attributable)."""
-    hosts = (getattr(run, "host", ""), getattr(uniform, "host", ""))
+    hosts = (run.host, uniform.host)
     return all(hosts) and not any(";" in h for h in hosts) and hosts[0] != hosts[1]
 
 
