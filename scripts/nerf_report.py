@@ -346,33 +346,50 @@ def against_full_budget(short, full) -> List[str]:
     has not decayed yet; a user who wants to train for less trains a shorter schedule. This table
     pairs every short run with the full-budget uniform run of the same (scene, seed); no lines
     when none has such a partner.
+
+    The two budgets ran in different processes, whose seconds do not compare (this machine's speed
+    drifts by up to 40%). The time column therefore divides a short run's seconds by what the full
+    budget would have taken at the per-step speed of the short run's own process's uniform run;
+    without such a uniform run it reads "n/a".
     """
     reference = {(r.scene, r.seed): r.history[-1] for r in full if r.strategy == "uniform"}
+    short_uniform = {(r.scene, r.seed, r.process): r.history[-1] for r in short if r.strategy == "uniform"}
+
+    def time_fraction(run, ref) -> Optional[float]:
+        own = short_uniform.get((run.scene, run.seed, run.process))
+        if own is None or not own["train_seconds"]:
+            return None
+        return run.history[-1]["train_seconds"] / (own["train_seconds"] * ref["step"] / own["step"])
+
     pairs: Dict[tuple, List[tuple]] = {}
     for r in short:
         ref = reference.get((r.scene, r.seed))
         if ref is not None:
-            pairs.setdefault((r.scene, r.strategy), []).append((r.seed, r.history[-1], ref))
+            pairs.setdefault((r.scene, r.strategy), []).append((r.seed, r.history[-1], ref, time_fraction(r, ref)))
     if not pairs:
         return []
     lines = [
-        "| scene | strategy | steps | training time (median) | final PSNR / SSIM | uniform's full-budget final | "
+        "| scene | strategy | steps | training time (median; at its own process's uniform speed) | final PSNR / SSIM | "
+        "uniform's full-budget final | "
         "ΔPSNR per seed | ΔSSIM per seed | seeds at or above it: PSNR, PSNR and SSIM |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for (scene, strategy), rows in pairs.items():
-        dpsnr = [mine["psnr"] - ref["psnr"] for _, mine, ref in rows]
-        dssim = [mine["ssim"] - ref["ssim"] for _, mine, ref in rows]
-        steps = statistics.median(mine["step"] / ref["step"] for _, mine, ref in rows)
-        seconds = statistics.median(mine["train_seconds"] / ref["train_seconds"] for _, mine, ref in rows)
+        dpsnr = [mine["psnr"] - ref["psnr"] for _, mine, ref, _ in rows]
+        dssim = [mine["ssim"] - ref["ssim"] for _, mine, ref, _ in rows]
+        steps = statistics.median(mine["step"] / ref["step"] for _, mine, ref, _ in rows)
+        fractions = [f for *_, f in rows if f is not None]
+        seconds = f"{statistics.median(fractions):.2f}x" if fractions else "n/a"
+        if fractions and len(fractions) < len(rows):
+            seconds += f" ({len(fractions)}/{len(rows)} seeds)"
         psnr_ok = sum(d >= 0 for d in dpsnr)
         both_ok = sum(p >= 0 and s >= 0 for p, s in zip(dpsnr, dssim))
         lines.append(
-            f"| {scene} | {strategy} | {steps:.2f}x | {seconds:.2f}x | "
-            f"{fmt_spread([m['psnr'] for _, m, _ in rows])} / {fmt_spread([m['ssim'] for _, m, _ in rows], 3)} | "
-            f"{fmt_spread([r['psnr'] for _, _, r in rows])} / {fmt_spread([r['ssim'] for _, _, r in rows], 3)} | "
-            + ", ".join(f"s{seed} {d:+.2f}" for (seed, _, _), d in zip(rows, dpsnr)) + " | "
-            + ", ".join(f"s{seed} {d:+.3f}" for (seed, _, _), d in zip(rows, dssim)) + " | "
+            f"| {scene} | {strategy} | {steps:.2f}x | {seconds} | "
+            f"{fmt_spread([m['psnr'] for _, m, _, _ in rows])} / {fmt_spread([m['ssim'] for _, m, _, _ in rows], 3)} | "
+            f"{fmt_spread([r['psnr'] for _, _, r, _ in rows])} / {fmt_spread([r['ssim'] for _, _, r, _ in rows], 3)} | "
+            + ", ".join(f"s{seed} {d:+.2f}" for (seed, *_), d in zip(rows, dpsnr)) + " | "
+            + ", ".join(f"s{seed} {d:+.3f}" for (seed, *_), d in zip(rows, dssim)) + " | "
             f"{psnr_ok}/{len(rows)}, {both_ok}/{len(rows)} |"
         )
     return lines

@@ -78,9 +78,26 @@ def test_shorter_budget_finals_are_judged_against_uniform_at_the_full_budget_of_
     lines = report.against_full_budget(short, full)
     assert len(lines) == 3
     row = lines[2]
-    assert row.startswith("| s | evos | 0.50x | 0.50x | 20.85 ± 0.49 / 0.550 ± 0.085 | 20.50 ± 0.71 / 0.550 ± 0.071 |")
+    # No uniform run at the short budget: its seconds have nothing of its own process to compare to.
+    assert row.startswith("| s | evos | 0.50x | n/a | 20.85 ± 0.49 / 0.550 ± 0.085 | 20.50 ± 0.71 / 0.550 ± 0.071 |")
     assert "s0 +0.50, s1 +0.20" in row and "s0 -0.010, s1 +0.010" in row
     assert row.endswith("| 2/2, 1/2 |")
+
+
+def test_shorter_budget_times_are_read_at_the_speed_of_their_own_process():
+    """A half-budget run on a machine twice as fast as the full run's is half of the full time, not a quarter."""
+    report = load_script("nerf_report")
+
+    def run(strategy, seed, step, seconds, process):
+        return report.MeasuredRun("s", strategy, seed, [{"step": step, "train_seconds": seconds, "psnr": 20.0, "ssim": 0.5}],
+                                  process)
+
+    full = [run("uniform", 0, 1200, 400.0, "full.json"), run("uniform", 1, 1200, 400.0, "full.json")]
+    short = [run("uniform", 0, 600, 100.0, "half.json"), run("evos", 0, 600, 110.0, "half.json"),
+             run("evos", 1, 600, 50.0, "alone.json")]  # seed 1: no uniform in its process
+    rows = {line.split(" | ")[1]: line for line in report.against_full_budget(short, full)[2:]}
+    assert rows["uniform"].startswith("| s | uniform | 0.50x | 0.50x |")
+    assert rows["evos"].startswith("| s | evos | 0.50x | 0.55x (1/2 seeds) |")
 
 
 def test_budget_report_refuses_references_of_another_model_and_short_runs_that_are_not_shorter(tmp_path):
