@@ -227,15 +227,14 @@ def advance(run: Run, until: int) -> None:
         run.step += 1
 
 
-def pixel_subset_metrics(pipeline, pixels: int) -> Dict[str, float]:
-    """PSNR over a fixed random subset of every test view's pixels (the same subset for every run)."""
-    model, dm = pipeline.model, pipeline.datamanager
-    cameras = dm.eval_dataset.cameras.to(model.device)
+def pixel_subset_psnr(model, dataset, indices, pixels: int) -> float:
+    """PSNR over a fixed random subset of each view's pixels (the same subset for every run)."""
+    cameras = dataset.cameras.to(model.device)
     total, count = 0.0, 0
     model.eval()
     with torch.no_grad():
-        for idx in dm.fixed_indices_eval_dataloader.image_indices:
-            gt = dm.eval_dataset[idx]["image"].to(model.device)
+        for idx in indices:
+            gt = dataset[idx]["image"].to(model.device)
             h, w = gt.shape[:2]
             pick = torch.randperm(h * w, generator=torch.Generator().manual_seed(int(idx)))[:pixels]
             coords = torch.stack([pick // w, pick % w], dim=-1).float() + 0.5
@@ -245,16 +244,29 @@ def pixel_subset_metrics(pipeline, pixels: int) -> Dict[str, float]:
             total += float(((rgb - target[:, :3]) ** 2).sum() / 3)
             count += pick.numel()
     model.train()
-    return {"psnr": -10.0 * math.log10(total / count), "ssim": float("nan")}
+    return -10.0 * math.log10(total / count)
 
 
-def train_view_metrics(pipeline, views: int) -> Dict[str, float]:
+def pixel_subset_metrics(pipeline, pixels: int) -> Dict[str, float]:
+    dm = pipeline.datamanager
+    psnr = pixel_subset_psnr(pipeline.model, dm.eval_dataset, dm.fixed_indices_eval_dataloader.image_indices, pixels)
+    return {"psnr": psnr, "ssim": float("nan")}
+
+
+def train_view_indices(dataset, views: int) -> List[int]:
+    return sorted({round(i * (len(dataset) - 1) / max(views - 1, 1)) for i in range(views)})
+
+
+def train_view_metrics(pipeline, views: int, pixels: int = 0) -> Dict[str, float]:
     """PSNR / SSIM on ``views`` evenly spaced training views, scored as the test split is (nerfstudio's
-    own loop; the model in eval mode renders every view with the mean appearance embedding)."""
+    own loop; the model in eval mode renders every view with the mean appearance embedding); with
+    ``pixels``, PSNR on a pixel subset as the test views get it (no SSIM), so a pilot stays cheap."""
     from nerfstudio.data.utils.dataloaders import FixedIndicesEvalDataloader
 
     dataset = pipeline.datamanager.train_dataset
-    indices = sorted({round(i * (len(dataset) - 1) / max(views - 1, 1)) for i in range(views)})
+    indices = train_view_indices(dataset, views)
+    if pixels:
+        return {"train_psnr": pixel_subset_psnr(pipeline.model, dataset, indices, pixels), "train_ssim": float("nan")}
     loader = FixedIndicesEvalDataloader(dataset, image_indices=tuple(indices), device=pipeline.model.device)
     metrics = pipeline.get_average_image_metrics(loader, "train")  # back in train mode after it
     return {"train_psnr": float(metrics["psnr"]), "train_ssim": float(metrics["ssim"])}
@@ -263,7 +275,7 @@ def train_view_metrics(pipeline, views: int) -> Dict[str, float]:
 def evaluate(run: Run, pixels: int = 0, train_views: int = 0) -> None:
     pipeline = run.trainer.pipeline
     metrics = pixel_subset_metrics(pipeline, pixels) if pixels else pipeline.get_average_eval_image_metrics(step=run.step)
-    extra = train_view_metrics(pipeline, train_views) if train_views else {}
+    extra = train_view_metrics(pipeline, train_views, pixels) if train_views else {}
     selector = run.trainer.pipeline.datamanager.selector
     run.history.append({
         "step": run.step,

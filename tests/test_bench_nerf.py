@@ -32,6 +32,9 @@ def test_identical_runs_end_identical_wherever_they_sit_in_the_lock_step_and_whe
     for key in a:
         assert torch.equal(a[key], b[key]), key
     assert any(not torch.equal(a[k], initial[k]) for k in a if a[k].is_floating_point())  # training moved them
+    # A pilot's pixel subset applies to the training views too: PSNR on the subset, no SSIM.
+    bench.evaluate(first, pixels=50, train_views=2)
+    assert 0 < first.history[-1]["train_psnr"] < 100 and first.history[-1]["train_ssim"] != first.history[-1]["train_ssim"]
 
 
 def _tensors(run):
