@@ -55,6 +55,9 @@ class Args:
     steps: Optional[int] = None
     """Override the preset's step budget: smoke runs, or a shorter schedule (the learning-rate decay
     and EVOS's ratio schedule end there) for ``scripts/budget_report.py``."""
+    rays: Optional[int] = None
+    """Override the preset's rays per step: how densely the run samples pixels (nerfacto's default is
+    4096; the CPU preset's 512 trains most pixels at most once, which starves per-pixel fitness)."""
     scenes: Optional[List[str]] = None
     """Subset of the preset's scenes."""
     strategies: Optional[List[str]] = None
@@ -338,9 +341,12 @@ def main(args: Args) -> None:
         raise SystemExit(f"--threads must be >= 1 (got {args.threads})")
     if args.train_views < 0:
         raise SystemExit(f"--train-views must be >= 0 (got {args.train_views})")
+    for flag, value in (("--steps", args.steps), ("--rays", args.rays)):
+        if value is not None and value < 1:
+            raise SystemExit(f"{flag} must be >= 1 (got {value})")
     torch.set_num_threads(args.threads)
     preset = load_preset(args.preset or "cpu")
-    budget = Budget(steps=args.steps or preset["steps"], rays=preset["rays"], full=preset.get("full", False),
+    budget = Budget(steps=args.steps or preset["steps"], rays=args.rays or preset["rays"], full=preset.get("full", False),
                     decay_to_budget=preset.get("decay_to_budget", False), model=preset.get("model", {}))
     evals = args.evals or preset.get("evals", 6)
     args.test_images = args.test_images or preset.get("test_images")

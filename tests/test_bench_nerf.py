@@ -95,13 +95,16 @@ def test_host_names_the_cpu_and_the_kernel_isa_torch_dispatches_to():
     assert bench.host().endswith(", " + torch.backends.cpu.get_cpu_capability())
 
 
-def test_a_thread_count_below_one_or_negative_train_views_are_refused_before_anything_trains(tmp_path):
+@pytest.mark.parametrize("flags, message", [
+    ({"threads": 0}, r"--threads must be >= 1"),
+    ({"train_views": -1}, r"--train-views must be >= 0 \(got -1\)"),
+    ({"steps": 0}, r"--steps must be >= 1 \(got 0\)"),  # not silently the preset's budget
+    ({"rays": -512}, r"--rays must be >= 1 \(got -512\)"),
+])
+def test_out_of_range_counts_are_refused_before_anything_trains(tmp_path, flags, message):
     bench = load_script("bench_nerf")
-    with pytest.raises(SystemExit, match="--threads must be >= 1"):
-        bench.main(bench.Args(threads=0, work=tmp_path / "work", out=tmp_path / "out"))
-    assert not (tmp_path / "out").exists()
-    with pytest.raises(SystemExit, match=r"--train-views must be >= 0 \(got -1\)"):
-        bench.main(bench.Args(train_views=-1, work=tmp_path / "work", out=tmp_path / "out"))
+    with pytest.raises(SystemExit, match=message):
+        bench.main(bench.Args(**flags, work=tmp_path / "work", out=tmp_path / "out"))
     assert not (tmp_path / "out").exists()
 
 
