@@ -73,6 +73,11 @@ class Args:
     """Also score this many training views (evenly spaced) at each evaluation, as ``train_psnr`` /
     ``train_ssim``: a sampler that fits the views it trains on at the cost of held-out views
     scores higher there than on the test split (a diagnostic; off in every preset)."""
+    interleave: int = 10
+    """Steps each run of a lock-step group trains before the next takes its turn. Short turns share
+    a change in this machine's load (another process starting, the CPU's drift) among the group's
+    runs, so their training times stay comparable; results do not depend on it (each run keeps its
+    own random stream)."""
     threads: int = 1
     """Torch threads per process. Part of a result's identity: the same run on 2 threads rounds
     differently from 1 (every reported group ran on 1; two groups share this 2-core machine)."""
@@ -230,6 +235,14 @@ def advance(run: Run, until: int) -> None:
         run.step += 1
 
 
+def advance_group(group: List[Run], until: int, interleave: int) -> None:
+    """Train every run of a lock-step group to ``until``, round robin, ``interleave`` steps a turn."""
+    while any(run.step < until for run in group):
+        for run in group:
+            with own_rng(run):
+                advance(run, min(until, run.step + interleave))
+
+
 def pixel_subset_psnr(model, dataset, indices, pixels: int) -> float:
     """PSNR over a fixed random subset of each view's pixels (the same subset for every run)."""
     cameras = dataset.cameras.to(model.device)
@@ -341,7 +354,7 @@ def main(args: Args) -> None:
         raise SystemExit(f"--threads must be >= 1 (got {args.threads})")
     if args.train_views < 0:
         raise SystemExit(f"--train-views must be >= 0 (got {args.train_views})")
-    for flag, value in (("--steps", args.steps), ("--rays", args.rays)):
+    for flag, value in (("--steps", args.steps), ("--rays", args.rays), ("--interleave", args.interleave)):
         if value is not None and value < 1:
             raise SystemExit(f"{flag} must be >= 1 (got {value})")
     torch.set_num_threads(args.threads)
@@ -364,9 +377,9 @@ def main(args: Args) -> None:
             group = [build(spec, scene, s, seed, budget, args) for s in strategies]
             for k in range(1, evals + 1):
                 until = budget.steps * k // evals
-                for run in group:  # round robin
+                advance_group(group, until, args.interleave)
+                for run in group:
                     with own_rng(run):
-                        advance(run, until)
                         evaluate(run, args.eval_pixels, args.train_views)
                 console.print(f"{spec['name']} seed {seed} step {until}: " + ", ".join(
                     f"{r.strategy} {r.history[-1]['psnr']:.2f} dB" for r in group))

@@ -11,7 +11,7 @@ from script_modules import load_script
 
 
 @pytest.mark.slow
-def test_identical_runs_end_identical_wherever_they_sit_in_the_lock_step_and_whether_train_views_are_scored(tmp_path):
+def test_identical_runs_end_identical_wherever_they_sit_in_the_lock_step_in_turns_or_not_and_whether_train_views_are_scored(tmp_path):
     bench = load_script("bench_nerf")
     scene = make_scene(tmp_path / "scene", resolution=24, num_train=4, num_val=1, num_test=1)
     args = bench.Args(work=tmp_path / "work", out=tmp_path / "out")
@@ -20,9 +20,11 @@ def test_identical_runs_end_identical_wherever_they_sit_in_the_lock_step_and_whe
     first, other, second = (bench.build(spec, scene, s, 0, budget, args) for s in ("uniform", "evos", "uniform"))
     initial = {k: v.clone() for k, v in _tensors(first).items()}
     for until in (2, 4):
+        bench.advance_group([first, other], until, interleave=1)  # first trains in turns with evos...
+        with bench.own_rng(second):
+            bench.advance(second, until)  # ...second in one go
         for run in (first, other, second):
             with bench.own_rng(run):
-                bench.advance(run, until)
                 bench.evaluate(run, train_views=2 if run is first else 0)  # the diagnostic must not touch training
     assert [h["psnr"] for h in first.history] == [h["psnr"] for h in second.history]
     assert all(0 < h["train_psnr"] < 100 and 0 < h["train_ssim"] <= 1 for h in first.history)
@@ -100,6 +102,7 @@ def test_host_names_the_cpu_and_the_kernel_isa_torch_dispatches_to():
     ({"train_views": -1}, r"--train-views must be >= 0 \(got -1\)"),
     ({"steps": 0}, r"--steps must be >= 1 \(got 0\)"),  # not silently the preset's budget
     ({"rays": -512}, r"--rays must be >= 1 \(got -512\)"),
+    ({"interleave": 0}, r"--interleave must be >= 1 \(got 0\)"),
 ])
 def test_out_of_range_counts_are_refused_before_anything_trains(tmp_path, flags, message):
     bench = load_script("bench_nerf")
