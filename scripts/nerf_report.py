@@ -11,7 +11,7 @@ import math
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence
 
 from evos_nerf.curves import reach, value_at
 
@@ -189,9 +189,19 @@ def checks(summary: Dict[str, Dict[str, Any]]) -> List[str]:
         lines.append(f"- **{scene}**: uniform plateau: PSNR rose {rise:+.2f} dB over the last quarter (max over seeds; "
                      f"converged if < 0.2 dB: {'yes' if rise < 0.2 else 'NO'}).")
         baselines = [summary[f"{scene}|{b}"] for b in BASELINES if f"{scene}|{b}" in summary]
+        for baseline in baselines:  # once per scene, not under every EVOS row
+            lines += _other_host_lines(baseline, "  - ")
         for mine in mine_rows:
             lines += _evos_checks(mine, uniform, baselines)
     return lines
+
+
+def _other_host_lines(row: Dict[str, Any], indent: str) -> List[str]:
+    moved = [seed for seed, other in zip(row.get("seeds", []), row.get("other_host_than_uniform", [])) if other]
+    if not moved:
+        return []
+    return [f"{indent}{row['strategy']} seed(s) {', '.join(map(str, moved))} trained on another CPU than their uniform "
+            "run: not on common random numbers with it (kernels round differently across CPUs)."]
 
 
 def _timed_together(rows: Sequence[Dict[str, Any]]) -> bool:
@@ -223,11 +233,7 @@ def _evos_checks(mine: Dict[str, Any], uniform: Dict[str, Any], baselines: List[
                      f"(target >= 15%: {'met' if sooner >= 0.15 else 'missed'}).")
     elif others:
         lines.append(f"    baselines reaching uniform's final: {', '.join(reached) or 'none'}.")
-    for row in (mine, *baselines):
-        moved = [seed for seed, other in zip(row.get("seeds", []), row.get("other_host_than_uniform", [])) if other]
-        if moved:
-            lines.append(f"    {row['strategy']} seed(s) {', '.join(map(str, moved))} trained on another CPU than their uniform "
-                         "run: not on common random numbers with it (kernels round differently across CPUs).")
+    lines += _other_host_lines(mine, "    ")
     overhead = max(o + f for o, f in zip(mine["overhead"], mine["refresh"]))
     lines.append(f"    sampler + re-measure overhead {100 * overhead:.2f}% of training time (target <= 5%).")
     return lines
@@ -339,6 +345,15 @@ def plot(runs, path: Path, title: str) -> None:
     fig.savefig(path, dpi=80)
 
 
+class _BudgetPair(NamedTuple):
+    """One seed of a shorter-budget row: its final, uniform's full-budget final, its time fraction."""
+
+    seed: int
+    final: Dict[str, float]
+    ref: Dict[str, float]
+    time: Optional[float]
+
+
 def against_full_budget(short, full) -> List[str]:
     """Each strategy's final at a shorter budget against uniform's final at the full budget.
 
@@ -361,11 +376,11 @@ def against_full_budget(short, full) -> List[str]:
             return None
         return run.history[-1]["train_seconds"] / (own["train_seconds"] * ref["step"] / own["step"])
 
-    pairs: Dict[tuple, List[tuple]] = {}
+    pairs: Dict[tuple, List[_BudgetPair]] = {}
     for r in short:
         ref = reference.get((r.scene, r.seed))
         if ref is not None:
-            pairs.setdefault((r.scene, r.strategy), []).append((r.seed, r.history[-1], ref, time_fraction(r, ref)))
+            pairs.setdefault((r.scene, r.strategy), []).append(_BudgetPair(r.seed, r.history[-1], ref, time_fraction(r, ref)))
     if not pairs:
         return []
     lines = [
@@ -375,21 +390,21 @@ def against_full_budget(short, full) -> List[str]:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for (scene, strategy), rows in pairs.items():
-        dpsnr = [mine["psnr"] - ref["psnr"] for _, mine, ref, _ in rows]
-        dssim = [mine["ssim"] - ref["ssim"] for _, mine, ref, _ in rows]
-        steps = statistics.median(mine["step"] / ref["step"] for _, mine, ref, _ in rows)
-        fractions = [f for *_, f in rows if f is not None]
+        dpsnr = [p.final["psnr"] - p.ref["psnr"] for p in rows]
+        dssim = [p.final["ssim"] - p.ref["ssim"] for p in rows]
+        steps = statistics.median(p.final["step"] / p.ref["step"] for p in rows)
+        fractions = [p.time for p in rows if p.time is not None]
         seconds = f"{statistics.median(fractions):.2f}x" if fractions else "n/a"
         if fractions and len(fractions) < len(rows):
             seconds += f" ({len(fractions)}/{len(rows)} seeds)"
         psnr_ok = sum(d >= 0 for d in dpsnr)
-        both_ok = sum(p >= 0 and s >= 0 for p, s in zip(dpsnr, dssim))
+        both_ok = sum(dp >= 0 and ds >= 0 for dp, ds in zip(dpsnr, dssim))
         lines.append(
             f"| {scene} | {strategy} | {steps:.2f}x | {seconds} | "
-            f"{fmt_spread([m['psnr'] for _, m, _, _ in rows])} / {fmt_spread([m['ssim'] for _, m, _, _ in rows], 3)} | "
-            f"{fmt_spread([r['psnr'] for _, _, r, _ in rows])} / {fmt_spread([r['ssim'] for _, _, r, _ in rows], 3)} | "
-            + ", ".join(f"s{seed} {d:+.2f}" for (seed, *_), d in zip(rows, dpsnr)) + " | "
-            + ", ".join(f"s{seed} {d:+.3f}" for (seed, *_), d in zip(rows, dssim)) + " | "
+            f"{fmt_spread([p.final['psnr'] for p in rows])} / {fmt_spread([p.final['ssim'] for p in rows], 3)} | "
+            f"{fmt_spread([p.ref['psnr'] for p in rows])} / {fmt_spread([p.ref['ssim'] for p in rows], 3)} | "
+            + ", ".join(f"s{p.seed} {d:+.2f}" for p, d in zip(rows, dpsnr)) + " | "
+            + ", ".join(f"s{p.seed} {d:+.3f}" for p, d in zip(rows, dssim)) + " | "
             f"{psnr_ok}/{len(rows)}, {both_ok}/{len(rows)} |"
         )
     return lines
