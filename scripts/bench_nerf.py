@@ -269,10 +269,6 @@ def pixel_subset_metrics(pipeline, pixels: int) -> Dict[str, float]:
     return {"psnr": psnr, "ssim": float("nan")}
 
 
-def train_view_indices(dataset, views: int) -> List[int]:
-    return sorted({round(i * (len(dataset) - 1) / max(views - 1, 1)) for i in range(views)})
-
-
 def train_view_metrics(pipeline, views: int, pixels: int = 0) -> Dict[str, float]:
     """PSNR / SSIM on ``views`` evenly spaced training views, scored as the test split is (nerfstudio's
     own loop; the model in eval mode renders every view with the mean appearance embedding); with
@@ -280,7 +276,7 @@ def train_view_metrics(pipeline, views: int, pixels: int = 0) -> Dict[str, float
     from nerfstudio.data.utils.dataloaders import FixedIndicesEvalDataloader
 
     dataset = pipeline.datamanager.train_dataset
-    indices = train_view_indices(dataset, views)
+    indices = sorted({round(i * (len(dataset) - 1) / max(views - 1, 1)) for i in range(views)})
     if pixels:
         return {"train_psnr": pixel_subset_psnr(pipeline.model, dataset, indices, pixels), "train_ssim": float("nan")}
     loader = FixedIndicesEvalDataloader(dataset, image_indices=tuple(indices), device=pipeline.model.device)
