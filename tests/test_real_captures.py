@@ -1,5 +1,7 @@
 """The shared real captures and the paper's images, where ../shared/data exists (skipped cleanly otherwise)."""
 
+import re
+
 import pytest
 from nerf_helpers import TINY_MODEL_FLAGS, ns
 
@@ -21,6 +23,7 @@ def test_ns_train_evos_nerf_trains_a_real_capture_with_nerfactos_real_scene_beha
     config = (tmp_path / "out" / capture / "evos-nerf" / "run" / "config.yml").read_text()
     assert "mode: SO3xR3" in config and "disable_scene_contraction: false" in config
     assert "eval_mode: interval" in config
+    assert "use_appearance_embedding: true" in config and re.search(r"appearance_embed_dim: [1-9]", config)
 
 
 def test_div2k_images_of_the_paper_load_at_full_size(shared_data):
