@@ -213,7 +213,7 @@ def write(rows: List[Dict], args: Args) -> None:
         "thresholds, membership bits); the *whole key iteration* adds closing the epoch and the statistics; *CPU* "
         "is the process's own CPU time for the same work (one thread: what it costs when it has a core to itself); the "
         "*first* is the first ranking in the process, which also pays the page faults of its fresh buffers. "
-        "Peak RSS includes the Python/torch baseline (~0.8 GiB: 0.88 GiB peak at 10^6 pixels) and the uint8 training images the edge prior is "
+        "Peak RSS includes the Python/torch baseline (~0.8 GiB) and the uint8 training images the edge prior is "
         "derived from (served by reference, 3 bytes per pixel of the distinct images). *with pool* adds the pool's "
         "membership bits (1/8 byte per pixel). Selection counts for inspection add 1 byte per pixel. While it "
         "ranks, a key iteration also holds the fp32 error and edge-weighted error and three masks: about 11 bytes "
