@@ -161,6 +161,7 @@ VARIANTS = {
     "relative": {"fitness": "relative"},
     "shrunk": {"shrinkage": 1.0},
     "smooth-crossover": {"crossover": "select", "crossover_prior": "smooth"},
+    "fitness-draw": {"pool_draw": "fitness"},
 }
 """Ablation suffixes: ``evos:crossover``, ``evos:step+weighted`` (joined with ``+``)."""
 NUMERIC_VARIANTS = {"ratio": "ratio", "sm-alpha": "softmining_alpha", "sm-uniform": "softmining_uniform"}

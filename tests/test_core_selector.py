@@ -261,3 +261,27 @@ def test_importance_weight_exponent_ramps_over_its_warm_up_share_of_the_run():
     assert selector.weight_exponent(0) == pytest.approx(1 / 50)
     assert selector.weight_exponent(24) == pytest.approx(0.5)
     assert selector.weight_exponent(49) == selector.weight_exponent(99) == 1.0
+
+
+def test_fitness_draw_trains_the_pool_s_highest_live_errors_more_often():
+    base = torch.rand(P, generator=torch.Generator().manual_seed(4))
+    trained, exact = {}, {}
+    for draw in ("uniform", "fitness"):
+        selector = make(batch=64, pool_draw=draw)
+        scene = Scene(base)
+        run(selector, scene, 11)  # the pool from step 10's ranking
+        root = selector.store.fitness[selector.pool.members()].sqrt()  # all measured by now
+        drawn = torch.cat([selector.select().flat[:32] for _ in range(400)])
+        assert bool(selector.pool.contains(drawn).all())
+        trained[draw] = float(selector.store.fitness[drawn].sqrt().mean()) / float(root.mean())
+        exact[draw] = 1.0 if draw == "uniform" else float((root**2).mean() / root.mean() ** 2)
+    # 32 x 8 candidates cover the pool, so the draw is exactly proportional: E[w^2] / E[w]^2 over it
+    assert exact["fitness"] > 1.05
+    assert trained == pytest.approx(exact, abs=0.02)
+
+
+def test_fitness_draw_refuses_importance_weights_it_would_make_wrong():
+    with pytest.raises(UserInputError, match="pool-draw fitness does not combine with importance-weights"):
+        SelectorConfig(pool_draw="fitness", importance_weights=1.0).validate()
+    with pytest.raises(UserInputError, match="pool-candidates"):
+        SelectorConfig(pool_candidates=0).validate()

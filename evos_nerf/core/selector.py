@@ -33,7 +33,7 @@ from evos_nerf import distributed
 from evos_nerf.core import schedules
 from evos_nerf.core.fitness_stats import summarise
 from evos_nerf.core.importance import ErrorMap, SoftMining
-from evos_nerf.core.pool import CandidatePool, rank_pixel_mask
+from evos_nerf.core.pool import CandidatePool, PoolDraw, live_importance, rank_pixel_mask
 from evos_nerf.core.selection import CrossoverMethod
 from evos_nerf.core.sharding import mutant_count, mutation_scale
 from evos_nerf.core.store import CrossoverPrior, Fitness, FitnessStore, UnvisitedPrior
@@ -104,6 +104,15 @@ class SelectorConfig:
     refresh_budget: Optional[int] = None
     """Rays re-measured (no-grad) at each key iteration: the stalest members of the pool. None: one
     training batch, so the cost stays a fixed share of training whatever the batch size."""
+    pool_draw: PoolDraw = "uniform"
+    """How each step draws the pool's members: uniform (EVOS: the pool is the population S_t), or
+    fitness: in proportion to the root of each member's live cached error (Soft Mining's draw, inside
+    EVOS's pool, beside its uniform mutants and its annealing), by sampling-importance-resampling
+    from ``pool_candidates`` x the members needed. Trained rays refresh their errors every step, so
+    the draw follows errors between key iterations. Not with ``importance_weights``."""
+    pool_candidates: int = 8
+    """pool_draw fitness: uniform candidates per drawn member (cost per step; larger is closer to
+    the exact proportional draw over the whole pool)."""
     importance_weights: float = 0.0
     """Exponent a of the loss weight (M q)^-a of each ray drawn with probability q among M pixels:
     0 trains on the selected pixels as they are (EVOS), 1 is unbiased importance sampling."""
@@ -140,7 +149,8 @@ class SelectorConfig:
             schedules.check_ratio(f"{prefix}end-mutation", self.end_mutation, allow_zero=True)
         for name in ("errormap_uniform", "softmining_uniform"):
             schedules.check_ratio(prefix + name.replace("_", "-"), getattr(self, name), allow_zero=True)
-        positive = ("init_interval", "end_interval", "prior_block", "errormap_window", "softmining_refresh")
+        positive = ("init_interval", "end_interval", "prior_block", "errormap_window", "softmining_refresh",
+                    "pool_candidates")
         for name in positive:
             if getattr(self, name) < 1:
                 raise UserInputError(f"{prefix}{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
@@ -151,6 +161,11 @@ class SelectorConfig:
             value = getattr(self, name)
             if not (value >= 0 and math.isfinite(value)):
                 raise UserInputError(f"{prefix}{name.replace('_', '-')} must be a finite number >= 0, got {value}")
+        if self.pool_draw not in ("uniform", "fitness"):
+            raise UserInputError(f"{prefix}pool-draw must be uniform or fitness, got {self.pool_draw!r}")
+        if self.pool_draw == "fitness" and self.importance_weights > 0:
+            # The weights assume a uniform draw inside the pool: with this draw they would be wrong.
+            raise UserInputError(f"{prefix}pool-draw fitness does not combine with {prefix}importance-weights > 0")
         return self
 
 
@@ -423,7 +438,8 @@ class RaySelector(nn.Module):
             return _all_uniform(store.sample_uniform(batch_size, gen))
         share = self.mutant_share(self.step)
         num_mutants = mutant_count(batch_size, share, self.mutation_scale, gen)
-        flat, num_mutants = self.pool.draw(batch_size, num_mutants, gen)
+        importance = live_importance(store, self.config.stale_correction) if self.config.pool_draw == "fitness" else None
+        flat, num_mutants = self.pool.draw(batch_size, num_mutants, gen, importance, self.config.pool_candidates)
         return Selection(flat, self._pool_weights(flat, share), num_mutants)
 
     def mutant_share(self, step: int) -> float:
