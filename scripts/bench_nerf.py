@@ -162,6 +162,7 @@ VARIANTS = {
     "shrunk": {"shrinkage": 1.0},
     "smooth-crossover": {"crossover": "select", "crossover_prior": "smooth"},
     "fitness-draw": {"pool_draw": "fitness"},
+    "annealed-draw": {"pool_draw": "annealed"},
 }
 """Ablation suffixes: ``evos:crossover``, ``evos:step+weighted`` (joined with ``+``)."""
 NUMERIC_VARIANTS = {"ratio": "ratio", "sm-alpha": "softmining_alpha", "sm-uniform": "softmining_uniform"}

@@ -101,3 +101,5 @@ def test_fitness_draw_treats_stale_and_never_measured_members_like_the_ranking()
     assert torch.allclose(weight, torch.ones(4))
     assert torch.allclose(pool_module.live_importance(store, stale_correction=False)(torch.arange(4)),
                           torch.tensor([2.0, 1.0, 1.5, 1.5]))
+    squared = pool_module.live_importance(store, stale_correction=False, power=2.0)(torch.arange(4))
+    assert torch.allclose(squared, torch.tensor([4.0, 1.0, 2.5, 2.5]))  # the squared error itself

@@ -283,5 +283,16 @@ def test_fitness_draw_trains_the_pool_s_highest_live_errors_more_often():
 def test_fitness_draw_refuses_importance_weights_it_would_make_wrong():
     with pytest.raises(UserInputError, match="pool-draw fitness does not combine with importance-weights"):
         SelectorConfig(pool_draw="fitness", importance_weights=1.0).validate()
+    with pytest.raises(UserInputError, match="pool-draw must be uniform, fitness or annealed, got 'sharp'"):
+        SelectorConfig(pool_draw="sharp").validate()
     with pytest.raises(UserInputError, match="pool-candidates"):
         SelectorConfig(pool_candidates=0).validate()
+
+
+def test_annealed_draw_goes_from_proportional_at_r0_to_uniform_when_the_pool_is_every_pixel():
+    selector = make(total=100, pool_draw="annealed", ratio_schedule="linear")
+    assert selector.draw_power(0) == pytest.approx(1 - 1 / 100)  # t = 1: r_t just above r0
+    assert selector.draw_power(49) == pytest.approx(0.5)  # t = 50: r_t halfway from 0.5 to 1
+    assert selector.draw_power(99) == 0.0  # t = T: r_t = 1, a uniform draw
+    assert make(total=100, pool_draw="annealed").draw_power(99) == 1.0  # a constant ratio never anneals
+    assert make(total=100, pool_draw="fitness", ratio_schedule="linear").draw_power(99) == 1.0

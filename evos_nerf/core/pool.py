@@ -103,10 +103,11 @@ def _staleness(store: FitnessStore) -> Tensor:
     return score
 
 
-def live_importance(store: FitnessStore, stale_correction: bool = True) -> Importance:
+def live_importance(store: FitnessStore, stale_correction: bool = True, power: float = 1.0) -> Importance:
     """Each pixel's importance from its cached error as of now: Soft Mining's L1 importance (the root
-    of the squared error), stale errors rescaled like the ranking's, never-measured pixels at the
-    mean of the measured ones in the same draw (no measurement says they differ; zero would starve them).
+    of the squared error) to the ``power`` (0: uniform), stale errors rescaled like the ranking's,
+    never-measured pixels at the mean of the measured ones in the same draw (no measurement says
+    they differ; zero would starve them).
 
     Every trained ray refreshes its pixel's error, so a draw by this importance follows the errors of
     the last steps, not only those of the last key iteration: what makes Soft Mining's draw, rebuilt
@@ -121,7 +122,7 @@ def live_importance(store: FitnessStore, stale_correction: bool = True) -> Impor
         error = store.fitness[flat].float().nan_to_num_(nan=0.0).clamp_min_(0)
         if ratios is not None:
             error.mul_(ratios[epoch.clamp(max=ratios.numel() - 1)])
-        weight = error.sqrt_()
+        weight = error.pow_(0.5 * power)
         measured = epoch > 0
         if bool(measured.any()):
             weight[~measured] = weight[measured].mean()
@@ -136,9 +137,10 @@ SPARSE_SHARE = 1 / 8
 """Pools with fewer than this share of the pixels also keep their member list (4 bytes a member):
 drawing members by rejection from the bits would take more than 8 tries each."""
 STALEST_SAMPLE = 64
-PoolDraw = Literal["uniform", "fitness"]
-"""How members are drawn at each step: uniform (EVOS: the pool is the population S_t), or fitness
-(in proportion to each member's live importance, ``CandidatePool.sample_by``)."""
+PoolDraw = Literal["uniform", "fitness", "annealed"]
+"""How members are drawn at each step: uniform (EVOS: the pool is the population S_t), fitness
+(in proportion to each member's live importance, ``CandidatePool.sample_by``), or annealed (the
+importance raised to a power that the ratio schedule takes from 1 to 0, i.e. to uniform)."""
 Importance = Callable[[Tensor], Tensor]
 """Flat indices [R] -> their sampling importance [R] (>= 0)."""
 """``stalest`` looks at a uniform sample of this many members per re-measured ray."""

@@ -33,7 +33,7 @@ from evos_nerf import distributed
 from evos_nerf.core import schedules
 from evos_nerf.core.fitness_stats import summarise
 from evos_nerf.core.importance import ErrorMap, SoftMining
-from evos_nerf.core.pool import CandidatePool, PoolDraw, live_importance, rank_pixel_mask
+from evos_nerf.core.pool import CandidatePool, Importance, PoolDraw, live_importance, rank_pixel_mask
 from evos_nerf.core.selection import CrossoverMethod
 from evos_nerf.core.sharding import mutant_count, mutation_scale
 from evos_nerf.core.store import CrossoverPrior, Fitness, FitnessStore, UnvisitedPrior
@@ -109,7 +109,10 @@ class SelectorConfig:
     fitness: in proportion to the root of each member's live cached error (Soft Mining's draw, inside
     EVOS's pool, beside its uniform mutants and its annealing), by sampling-importance-resampling
     from ``pool_candidates`` x the members needed. Trained rays refresh their errors every step, so
-    the draw follows errors between key iterations. Not with ``importance_weights``."""
+    the draw follows errors between key iterations. annealed: the same with the importance to the
+    power (1 - r_t) / (1 - r0), so that as the ratio schedule anneals the pool toward every pixel,
+    the draw inside it anneals toward uniform too (with a constant ratio it is fitness). Not with
+    ``importance_weights``."""
     pool_candidates: int = 8
     """pool_draw fitness: uniform candidates per drawn member (cost per step; larger is closer to
     the exact proportional draw over the whole pool)."""
@@ -161,11 +164,13 @@ class SelectorConfig:
             value = getattr(self, name)
             if not (value >= 0 and math.isfinite(value)):
                 raise UserInputError(f"{prefix}{name.replace('_', '-')} must be a finite number >= 0, got {value}")
-        if self.pool_draw not in ("uniform", "fitness"):
-            raise UserInputError(f"{prefix}pool-draw must be uniform or fitness, got {self.pool_draw!r}")
-        if self.pool_draw == "fitness" and self.importance_weights > 0:
+        if self.pool_draw not in ("uniform", "fitness", "annealed"):
+            raise UserInputError(f"{prefix}pool-draw must be uniform, fitness or annealed, got {self.pool_draw!r}")
+        if self.pool_draw != "uniform" and self.importance_weights > 0:
             # The weights assume a uniform draw inside the pool: with this draw they would be wrong.
-            raise UserInputError(f"{prefix}pool-draw fitness does not combine with {prefix}importance-weights > 0")
+            raise UserInputError(
+                f"{prefix}pool-draw {self.pool_draw} does not combine with {prefix}importance-weights > 0"
+            )
         return self
 
 
@@ -438,9 +443,20 @@ class RaySelector(nn.Module):
             return _all_uniform(store.sample_uniform(batch_size, gen))
         share = self.mutant_share(self.step)
         num_mutants = mutant_count(batch_size, share, self.mutation_scale, gen)
-        importance = live_importance(store, self.config.stale_correction) if self.config.pool_draw == "fitness" else None
-        flat, num_mutants = self.pool.draw(batch_size, num_mutants, gen, importance, self.config.pool_candidates)
+        flat, num_mutants = self.pool.draw(batch_size, num_mutants, gen, self._pool_importance(), self.config.pool_candidates)
         return Selection(flat, self._pool_weights(flat, share), num_mutants)
+
+    def draw_power(self, step: int) -> float:
+        """Exponent on the root error of the pool draw: 0 uniform, 1 proportional (``pool_draw``)."""
+        draw = self.config.pool_draw
+        if draw == "annealed":
+            r0, (r_t, _) = self.controls.ratio, self.rates(step)
+            return max(0.0, (1.0 - r_t) / (1.0 - r0)) if r0 < 1.0 else 0.0
+        return 1.0 if draw == "fitness" else 0.0
+
+    def _pool_importance(self) -> Optional[Importance]:
+        power = self.draw_power(self.step)
+        return live_importance(self.store, self.config.stale_correction, power) if power > 0 else None
 
     def mutant_share(self, step: int) -> float:
         """Share of a batch drawn as mutants: |M_t| / |Z_t| of the population at this step.
