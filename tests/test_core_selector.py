@@ -285,6 +285,8 @@ def test_fitness_draw_refuses_importance_weights_it_would_make_wrong():
         SelectorConfig(pool_draw="fitness", importance_weights=1.0).validate()
     with pytest.raises(UserInputError, match="pool-draw must be uniform, fitness or annealed, got 'sharp'"):
         SelectorConfig(pool_draw="sharp").validate()
+    with pytest.raises(UserInputError, match="pool-draw annealed needs fitness error, got learnable"):
+        SelectorConfig(pool_draw="annealed", fitness="learnable").validate()
     with pytest.raises(UserInputError, match="pool-candidates"):
         SelectorConfig(pool_candidates=0).validate()
 

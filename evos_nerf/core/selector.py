@@ -111,8 +111,8 @@ class SelectorConfig:
     from ``pool_candidates`` x the members needed. Trained rays refresh their errors every step, so
     the draw follows errors between key iterations. annealed: the same with the importance to the
     power (1 - r_t) / (1 - r0), so that as the ratio schedule anneals the pool toward every pixel,
-    the draw inside it anneals toward uniform too (with a constant ratio it is fitness). Not with
-    ``importance_weights``."""
+    the draw inside it anneals toward uniform too (with a constant ratio it is fitness). Only with
+    ``fitness`` error and without ``importance_weights``."""
     pool_candidates: int = 8
     """pool_draw fitness: uniform candidates per drawn member (cost per step; larger is closer to
     the exact proportional draw over the whole pool)."""
@@ -166,6 +166,9 @@ class SelectorConfig:
                 raise UserInputError(f"{prefix}{name.replace('_', '-')} must be a finite number >= 0, got {value}")
         if self.pool_draw not in ("uniform", "fitness", "annealed"):
             raise UserInputError(f"{prefix}pool-draw must be uniform, fitness or annealed, got {self.pool_draw!r}")
+        if self.pool_draw != "uniform" and self.fitness != "error":
+            # The draw weighs members by their cached error; it does not model the other fitnesses.
+            raise UserInputError(f"{prefix}pool-draw {self.pool_draw} needs {prefix}fitness error, got {self.fitness}")
         if self.pool_draw != "uniform" and self.importance_weights > 0:
             # The weights assume a uniform draw inside the pool: with this draw they would be wrong.
             raise UserInputError(
