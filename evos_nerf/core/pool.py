@@ -103,6 +103,14 @@ def _staleness(store: FitnessStore) -> Tensor:
     return score
 
 
+PoolDraw = Literal["uniform", "fitness", "annealed"]
+"""How members are drawn at each step: uniform (EVOS: the pool is the population S_t), fitness
+(in proportion to each member's live importance, ``CandidatePool.sample_by``), or annealed (the
+importance raised to a power that the ratio schedule takes from 1 to 0, i.e. to uniform)."""
+Importance = Callable[[Tensor], Tensor]
+"""Flat indices [R] -> their sampling importance [R] (>= 0)."""
+
+
 def live_importance(store: FitnessStore, stale_correction: bool = True, power: float = 1.0) -> Importance:
     """Each pixel's importance from its cached error as of now: Soft Mining's L1 importance (the root
     of the squared error) to the ``power`` (0: uniform), stale errors rescaled like the ranking's,
@@ -121,7 +129,7 @@ def live_importance(store: FitnessStore, stale_correction: bool = True, power: f
         epoch = store.epoch[flat].long()
         error = store.fitness[flat].float().nan_to_num_(nan=0.0).clamp_min_(0)
         if ratios is not None:
-            error.mul_(ratios[epoch.clamp(max=ratios.numel() - 1)])
+            error.mul_(ratios[epoch])
         weight = error.pow_(0.5 * power)
         measured = epoch > 0
         if bool(measured.any()):
@@ -137,12 +145,6 @@ SPARSE_SHARE = 1 / 8
 """Pools with fewer than this share of the pixels also keep their member list (4 bytes a member):
 drawing members by rejection from the bits would take more than 8 tries each."""
 STALEST_SAMPLE = 64
-PoolDraw = Literal["uniform", "fitness", "annealed"]
-"""How members are drawn at each step: uniform (EVOS: the pool is the population S_t), fitness
-(in proportion to each member's live importance, ``CandidatePool.sample_by``), or annealed (the
-importance raised to a power that the ratio schedule takes from 1 to 0, i.e. to uniform)."""
-Importance = Callable[[Tensor], Tensor]
-"""Flat indices [R] -> their sampling importance [R] (>= 0)."""
 """``stalest`` looks at a uniform sample of this many members per re-measured ray."""
 
 

@@ -114,7 +114,7 @@ class SelectorConfig:
     the draw inside it anneals toward uniform too (with a constant ratio it is fitness). Only with
     ``fitness`` error and without ``importance_weights``."""
     pool_candidates: int = 8
-    """pool_draw fitness: uniform candidates per drawn member (cost per step; larger is closer to
+    """pool_draw fitness or annealed: uniform candidates per drawn member (cost per step; larger is closer to
     the exact proportional draw over the whole pool)."""
     importance_weights: float = 0.0
     """Exponent a of the loss weight (M q)^-a of each ray drawn with probability q among M pixels:
