@@ -1,4 +1,5 @@
-"""Summary statistics of a (possibly sharded) fitness store, mergeable across ranks.
+"""Summary statistics of a (possibly sharded) fitness store, mergeable across ranks, and how
+concentrated a set of errors is (``error_concentration``, a diagnostic for one process).
 
 Quantiles come from a fixed log-spaced histogram so that shards can be merged by summing counts
 (one small all-reduce) instead of gathering every pixel's fitness. With 10 bins per decade the
@@ -10,8 +11,9 @@ iteration's read-out that would otherwise cost a full pass; the mean and counts 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Dict
+from typing import Dict, Tuple
 
 import torch
 from torch import Tensor
@@ -95,3 +97,26 @@ def _quantile(counts: Tensor, edges: Tensor, q: float) -> float:
     frac = (target - before) / max(float(counts[b]), 1e-12)
     lo, hi = float(edges[b].log10()), float(edges[b + 1].log10())
     return float(10 ** (lo + min(max(frac, 0.0), 1.0) * (hi - lo)))
+
+
+def error_concentration(errors: Tensor, shares: Tuple[float, ...] = (0.1, 0.25, 0.5)) -> Dict[str, float]:
+    """How concentrated squared errors are: what share of pixels a selector needs to cover them.
+
+    ``support`` is E[sqrt e]^2 / E[e] in (0, 1]: 1 when every pixel has the same error, k / n when
+    k of n pixels hold all of it equally. It is the second moment of root-error (gradient-norm)
+    importance sampling relative to uniform sampling, so it says how much an error-proportional
+    draw can gain, and which ratio a top-share selector would need. ``top_<q>`` is the share of
+    the total error held by the highest share q of pixels. Non-finite values are left out.
+    """
+    e = errors.detach().double().reshape(-1)
+    e = e[torch.isfinite(e)].clamp_min(0.0)
+    total = float(e.sum())
+    out: Dict[str, float] = {"pixels": float(e.numel())}
+    if e.numel() == 0 or total <= 0.0:
+        return {**out, "support": float("nan"), **{f"top_{q:g}": float("nan") for q in shares}}
+    out["support"] = float(e.sqrt().mean() ** 2 / e.mean())
+    ranked = torch.sort(e, descending=True).values.cumsum(0) / total
+    for q in shares:
+        k = min(max(int(math.ceil(q * e.numel())), 1), e.numel())
+        out[f"top_{q:g}"] = float(ranked[k - 1])
+    return out
