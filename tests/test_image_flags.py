@@ -60,6 +60,7 @@ def fit_error(capsys, *args):
         (["--evos.init-interval", "0"], ["--evos.init-interval", "got 0"]),
         (["--strategies"], ["--strategies is empty"]),
         (["--resolution", "4"], ["--resolution", "got 4"]),
+        (["--resolution", "100000"], ["--resolution", "16384", "got 100000"]),
         (["--iterations", "0"], ["--iterations", "got 0"]),
     ],
 )

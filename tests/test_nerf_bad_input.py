@@ -6,6 +6,7 @@ import errno
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -149,6 +150,126 @@ def test_a_png_that_the_loader_can_decode_is_not_refused(scene, tmp_path):
     with Image.open(image) as img:
         img.load()
     check_scene(blender_parser(broken), broken, ["train", "val"])
+
+
+def test_a_singular_pose_is_refused_in_both_formats(scene, tmp_path):
+    """A zero or placeholder matrix is finite, so only its rotation gives it away (it trained silently)."""
+    broken = copy_of(scene, tmp_path)
+    edit_json(broken / "transforms_train.json", lambda m: m["frames"][2].__setitem__("transform_matrix", [[0.0] * 4] * 4))
+    assert "frame 2 (./train/r_2): transform_matrix's rotation is singular" in refused(blender_parser(broken), broken)
+    capture = as_nerfstudio_data(scene, tmp_path / "capture")
+    edit_json(capture / "transforms.json", lambda m: [m["frames"][4]["transform_matrix"][r].__setitem__(0, 0.0) for r in range(3)])
+    assert "frame 4 (train/r_4.png): transform_matrix's rotation is singular" in refused(nerfstudio_parser(capture), capture)
+
+
+@pytest.mark.parametrize("mode", ["P", "I;16", "LA"])
+def test_an_image_the_loader_would_misread_is_refused(scene, tmp_path, mode):
+    """nerfstudio reads np.array(image, uint8): palette indices, the low byte of 16-bit data, two channels."""
+    capture = as_nerfstudio_data(scene, tmp_path / "capture")
+    image = capture / "train" / "r_3.png"
+    with Image.open(image) as img:
+        rgb = img.convert("RGB")
+    (rgb.convert("P") if mode == "P" else rgb.convert("L").convert(mode) if mode != "LA" else rgb.convert("LA")).save(image)
+    message = refused(nerfstudio_parser(capture), capture)
+    assert f"frame 3 (train/r_3.png): image {image} has PIL mode {mode}" in message and "convert it to RGB" in message
+
+
+def test_grayscale_and_rgb_images_pass(scene, tmp_path):
+    capture = as_nerfstudio_data(scene, tmp_path / "capture")
+    for name, mode in (("r_1.png", "L"), ("r_2.png", "RGB")):
+        with Image.open(capture / "train" / name) as img:
+            img.convert(mode).save(capture / "train" / name)
+    check_scene(nerfstudio_parser(capture), capture, ["train", "val"])
+
+
+def test_an_image_that_is_not_its_cameras_size_is_named(scene, tmp_path):
+    capture = as_nerfstudio_data(scene, tmp_path / "capture")
+    edit_json(capture / "transforms.json", lambda m: m.update(w=24))
+    message = refused(nerfstudio_parser(capture), capture)
+    assert "frame 0 (train/r_0.png): image" in message and "is 32x32 but its camera is 24x32" in message
+    capture = as_nerfstudio_data(scene, tmp_path / "per_frame")
+    with Image.open(capture / "train" / "r_2.png") as img:
+        img.resize((24, 24)).save(capture / "train" / "r_2.png")
+    assert "frame 2 (train/r_2.png): image" in refused(nerfstudio_parser(capture), capture)
+
+
+@pytest.mark.parametrize("key, value, expected", [
+    ("fl_x", 0, "fl_x must be > 0, got 0"),
+    ("w", -32, "w must be > 0, got -32"),
+    ("k1", float("nan"), "distortion coefficient k1 must be a finite number, got nan"),
+    ("camera_model", "PINHOLEX", "unknown camera_model 'PINHOLEX'"),
+])
+def test_bad_intrinsics_are_named(scene, tmp_path, key, value, expected):
+    capture = as_nerfstudio_data(scene, tmp_path / "capture")
+    edit_json(capture / "transforms.json", lambda m: m.update({key: value}))
+    assert expected in refused(nerfstudio_parser(capture), capture)
+
+
+def test_a_mask_that_is_corrupt_or_not_its_images_size_is_named(scene, tmp_path):
+    capture = as_nerfstudio_data(scene, tmp_path / "capture")
+    (capture / "masks").mkdir()
+    for index in range(10):
+        Image.new("L", (32, 32), 255).save(capture / "masks" / f"m{index}.png")
+    edit_json(capture / "transforms.json", lambda m: [f.update(mask_path=f"masks/m{i}.png") for i, f in enumerate(m["frames"])])
+    check_scene(nerfstudio_parser(capture), capture, ["train", "val"])
+    Image.new("L", (16, 16), 255).save(capture / "masks" / "m5.png")
+    assert f"mask {capture / 'masks' / 'm5.png'} is not the size of its image (32x32)" in refused(nerfstudio_parser(capture), capture)
+    Image.new("RGB", (32, 32)).save(capture / "masks" / "m5.png")
+    assert "has PIL mode RGB: nerfstudio reads masks with one channel" in refused(nerfstudio_parser(capture), capture)
+    truncate(capture / "masks" / "m5.png", keep=0.3)
+    assert f"cannot read mask {capture / 'masks' / 'm5.png'}" in refused(nerfstudio_parser(capture), capture)
+
+
+def test_split_lists_must_name_frames(scene, tmp_path):
+    capture = as_nerfstudio_data(scene, tmp_path / "capture")
+    edit_json(capture / "transforms.json", lambda m: m.update(train_filenames=["train/r_0.png", "train/gone.png"],
+                                                               val_filenames=["val/r_0.png"], test_filenames=[]))
+    assert "train_filenames names 'train/gone.png', which is not a frame's file_path" in refused(nerfstudio_parser(capture), capture)
+    edit_json(capture / "transforms.json", lambda m: m.pop("train_filenames"))
+    assert "no train_filenames" in refused(nerfstudio_parser(capture), capture)
+
+
+def test_cameras_at_one_point_and_an_empty_train_split_are_refused(scene, tmp_path):
+    capture = as_nerfstudio_data(scene, tmp_path / "capture")
+    edit_json(capture / "transforms.json", lambda m: [f["transform_matrix"][r].__setitem__(3, 0.0) for f in m["frames"] for r in range(3)])
+    assert "all 10 cameras sit at one position" in refused(nerfstudio_parser(capture), capture)
+    single = as_nerfstudio_data(scene, tmp_path / "single")
+    edit_json(single / "transforms.json", lambda m: m.update(frames=m["frames"][:1]))
+    assert "the train split is empty (1 frame(s) under --pipeline.datamanager.dataparser.eval-mode interval)" in refused(
+        nerfstudio_parser(single), single)
+
+
+@pytest.mark.parametrize("flag, value, expected", [
+    ("eval_num_rays_per_batch", 0, "--pipeline.datamanager.eval-num-rays-per-batch must be >= 1, got 0"),
+    ("camera_res_scale_factor", 0.0, "--pipeline.datamanager.camera-res-scale-factor must be a finite number > 0, got 0.0"),
+    ("camera_res_scale_factor", float("nan"), "camera-res-scale-factor must be a finite number > 0, got nan"),
+])
+def test_datamanager_flags_that_fail_later_are_refused_up_front(scene, tmp_path, flag, value, expected):
+    config = config_for(scene, tmp_path / "out", 5)
+    setattr(config.pipeline.datamanager, flag, value)
+    with pytest.raises(UserInputError, match=re.escape(expected)):
+        config.save_config()
+    assert not (config.get_base_dir() / "config.yml").exists()
+
+
+def test_a_finished_run_is_never_trained_over(scene, tmp_path):
+    """ns-train writes config.yml first and keeps only the latest checkpoint: a re-run into the same
+    folder would replace a finished run's config (even when it then fails) and delete its checkpoints."""
+    config = config_for(scene, tmp_path / "out", 5)
+    config.save_config()
+    folder = config.get_checkpoint_dir()
+    folder.mkdir(parents=True)
+    (folder / "step-000000004.ckpt").write_bytes(b"a finished run")
+    before = (config.get_base_dir() / "config.yml").read_bytes()
+    again = config_for(scene, tmp_path / "out", 5)
+    with pytest.raises(UserInputError, match="already holds a trained run \\(step-000000004.ckpt\\)"):
+        again.save_config()
+    broken = config_for(tmp_path / "missing", tmp_path / "out", 5)
+    with pytest.raises(UserInputError, match="scene not found"):
+        broken.save_config()
+    assert (config.get_base_dir() / "config.yml").read_bytes() == before
+    resume = config_for(scene, tmp_path / "out", 5, load_dir=folder)
+    resume.save_config()  # continuing that run in place is what --load-dir is for
 
 
 def test_more_ranks_than_training_images_is_refused_before_sharding(scene, tmp_path, monkeypatch):

@@ -24,6 +24,8 @@ MAX_LOG2_HASHMAP_SIZE = 24
 MIN_SIREN_DEPTH = 2
 """SIREN's first sine layer plus its linear output layer."""
 MIN_RESOLUTION = 8
+MAX_RESOLUTION = 16384
+"""Longest side: 16384^2 pixels are 3 GiB of float32 RGB before any model or fitness state."""
 EVOS_STRATEGIES = ("evos", "evos-nocfs")
 
 
@@ -91,7 +93,8 @@ def check_run(iterations: int, log_every: int, resolution: Optional[int]) -> Non
     _require(iterations >= 1, "--iterations", iterations, ">= 1")
     _require(log_every >= 1, "--log-every", log_every, ">= 1")
     if resolution is not None:
-        _require(resolution >= MIN_RESOLUTION, "--resolution", resolution, f">= {MIN_RESOLUTION} pixels")
+        _require(MIN_RESOLUTION <= resolution <= MAX_RESOLUTION, "--resolution", resolution,
+                 f"between {MIN_RESOLUTION} and {MAX_RESOLUTION} pixels (the longer side)")
 
 
 def check_evos_budget(signal: ImageSignal, strategies: Sequence[str], config: EvolutionConfig, iterations: int) -> None:

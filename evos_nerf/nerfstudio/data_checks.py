@@ -5,10 +5,15 @@ that trains to "success" on a NaN camera.
 Both formats are checked the way their nerfstudio parsers read them: blender
 (``transforms_{split}.json``, ``camera_angle_x``, ``file_path + ".png"``) and nerfstudio-data
 (``transforms.json``, intrinsics globally or per frame, ``images_N/`` when downscaled). Every
-frame needs a ``file_path`` and a finite ``transform_matrix``, and its image must exist and
-decode. Images are verified without decoding (PNG chunk checksums, JPEG end marker) and fully
-decoded only when that quick check fails, so a valid but unusual file still passes as long as
-the loader could read it.
+frame needs a ``file_path`` and a finite ``transform_matrix`` with a non-singular rotation, and
+its image must exist, decode, be in a mode the loader reads as colour (not a palette or 16-bit
+image, which nerfstudio would read as raw bytes) and, for nerfstudio-data, be the size of its
+camera. Intrinsics must be finite (focal lengths and sizes positive), a camera model known,
+distortion coefficients finite, masks one-channel and the size of their image, split file lists
+must name frames, the cameras must not all sit at one point (the parser's auto-scale divides by
+their spread) and the train split must not be empty. Images are verified without decoding (PNG
+chunk checksums, JPEG end marker) and fully decoded only when that quick check fails, so a valid
+but unusual file still passes as long as the loader could read it.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ import math
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+import torch
+from nerfstudio.cameras.cameras import CAMERA_MODEL_TO_TYPE
 from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig
 from nerfstudio.data.dataparsers.nerfstudio_dataparser import MAX_AUTO_RESOLUTION, NerfstudioDataParserConfig
 from PIL import Image
@@ -86,7 +93,19 @@ def _check_frame(path: Path, index: int, frame: Any) -> str:
                     f"{where}: transform_matrix holds {value!r}; a camera pose must be finite numbers "
                     "(fix or remove this frame)"
                 )
+    det = _determinant3([row[:3] for row in rows[:3]])
+    if abs(det) < 1e-6:
+        raise UserInputError(
+            f"{where}: transform_matrix's rotation is singular (determinant {det:.3g}); a camera pose needs "
+            "three independent axes (a zero or placeholder matrix? fix or remove this frame)"
+        )
     return file_path
+
+
+def _determinant3(m: List[List[float]]) -> float:
+    return (m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1])
+            - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
+            + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0]))
 
 
 def _is_finite_number(value: Any) -> bool:
@@ -94,27 +113,38 @@ def _is_finite_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _image_size(image: Path, where: str) -> Tuple[int, int]:
-    """(width, height) of an image the loader will be able to decode; UserInputError otherwise."""
+MASK_MODES = ("1", "L", "P", "I", "I;16", "F")
+"""One-channel PIL modes, which nerfstudio's mask loader reads (nonzero = keep)."""
+LOADER_MODES = ("RGB", "RGBA", "L")
+"""PIL modes nerfstudio's loader reads correctly: it takes ``np.array(image, dtype=uint8)``, so a
+palette image gives its indices, 16-bit data its low byte, and two-channel data fails an assert."""
+
+
+def _image_size(image: Path, where: str, what: str = "image", modes: Sequence[str] = LOADER_MODES) -> Tuple[int, int]:
+    """(width, height) of an image the loader will decode correctly; UserInputError otherwise."""
     if not image.is_file():
-        raise UserInputError(f"{where}: image {image} does not exist")
+        raise UserInputError(f"{where}: {what} {image} does not exist")
     try:
         with Image.open(image) as img:
-            size, kind = img.size, img.format
+            size, kind, mode = img.size, img.format, img.mode
             img.verify()  # PNG: every chunk's checksum up to IEND, without decoding
         if kind == "JPEG" and not _has_jpeg_end(image):
             raise OSError("no JPEG end-of-image marker")
-        return size
     except Exception as quick:  # noqa: BLE001 -- PIL raises OSError, SyntaxError, ValueError, ...
         try:
             with Image.open(image) as img:
                 img.load()  # what the loader does: the strict check above may reject a usable file
-                return img.size
+                size, mode = img.size, img.mode
         except Exception as err:  # noqa: BLE001
             reason = str(err) or str(quick) or type(err).__name__
             raise UserInputError(
-                f"{where}: cannot read image {image}: {reason} (truncated or corrupt: re-export it or remove the frame)"
+                f"{where}: cannot read {what} {image}: {reason} (truncated or corrupt: re-export it or remove the frame)"
             ) from None
+    if mode not in modes:
+        why = ("nerfstudio's loader would read its palette indices or the low byte of 16-bit data as colours"
+               if what == "image" else "nerfstudio reads masks with one channel")
+        raise UserInputError(f"{where}: {what} {image} has PIL mode {mode}: {why}; convert it to {' or '.join(modes)}")
+    return size
 
 
 def _has_jpeg_end(image: Path) -> bool:
@@ -176,27 +206,101 @@ def _check_nerfstudio_data(parser: NerfstudioDataParserConfig, root: Path) -> No
     meta = _load_json(transforms)
     frames = _frames(meta, transforms, "the capture")
     file_paths = [_check_frame(transforms, i, frame) for i, frame in enumerate(frames)]
+    model = meta.get("camera_model")
+    if model is not None and model not in CAMERA_MODEL_TO_TYPE:
+        raise UserInputError(f"{transforms}: unknown camera_model {model!r} (nerfstudio knows {', '.join(CAMERA_MODEL_TO_TYPE)})")
     for index, frame in enumerate(frames):
-        for key in _INTRINSICS:
-            value = frame.get(key, meta.get(key))
-            if value is None:
-                raise UserInputError(
-                    f"{_frame_name(transforms, index, frame)} has no {key}: give it in the frame or once at the top level"
-                )
-            if not _is_finite_number(value):
-                raise UserInputError(f"{_frame_name(transforms, index, frame)}: {key} must be a finite number, got {value!r}")
+        _check_intrinsics(meta, frame, _frame_name(transforms, index, frame))
+    _check_camera_spread(parser, transforms, frames)
     factor = _downscale_factor(parser, data_dir, file_paths[0], _frame_name(transforms, 0, frames[0]))
     images = []
     for index, (frame, file_path) in enumerate(zip(frames, file_paths)):
         where = _frame_name(transforms, index, frame)
         image = _resolve(data_dir, file_path, factor, "images_")
-        _image_size(image, where)
+        width, height = _image_size(image, where)
+        expected = _camera_size(meta, frame, factor)
+        if (width, height) != expected:
+            scaled = f" (w, h / {factor}: {factor}x downscaled)" if factor > 1 else " (its w, h)"
+            raise UserInputError(f"{where}: image {image} is {width}x{height} but its camera is {expected[0]}x{expected[1]}{scaled}")
         images.append(image)
-        for key, prefix in (("mask_path", "masks_"), ("depth_file_path", "depths_")):
-            if key in frame and not _resolve(data_dir, str(frame[key]), factor, prefix).is_file():
-                raise UserInputError(f"{where}: {key} {_resolve(data_dir, str(frame[key]), factor, prefix)} does not exist")
-    if distributed.get_world_size() > 1:
-        _check_world_size(_nerfstudio_train_count(parser, meta, images))
+        if "mask_path" in frame:
+            mask = _resolve(data_dir, str(frame["mask_path"]), factor, "masks_")
+            if _image_size(mask, where, "mask", MASK_MODES) != (width, height):
+                raise UserInputError(f"{where}: mask {mask} is not the size of its image ({width}x{height})")
+        if "depth_file_path" in frame and not _resolve(data_dir, str(frame["depth_file_path"]), factor, "depths_").is_file():
+            raise UserInputError(
+                f"{where}: depth_file_path {_resolve(data_dir, str(frame['depth_file_path']), factor, 'depths_')} does not exist"
+            )
+    _check_split_files(transforms, meta, data_dir, factor, images)
+    num_train = _nerfstudio_train_count(parser, meta, images)
+    if num_train == 0:
+        raise UserInputError(
+            f"{transforms}: the train split is empty ({len(frames)} frame(s) under --pipeline.datamanager.dataparser.eval-mode "
+            f"{parser.eval_mode}); add frames or choose another eval mode"
+        )
+    _check_world_size(num_train)
+
+
+_DISTORTION = ("k1", "k2", "k3", "k4", "p1", "p2")
+
+
+def _intrinsic(meta: Dict[str, Any], frame: Frame, key: str) -> Any:
+    """The value the parser uses: the top level's when it has the key, else the frame's."""
+    return meta[key] if key in meta else frame.get(key)
+
+
+def _camera_size(meta: Dict[str, Any], frame: Frame, factor: int) -> Tuple[int, int]:
+    """(width, height) of the parser's camera: int(w), scaled by 1 / factor in float32 and rounded down, as
+    ``Cameras.rescale_output_resolution`` does; the loader keeps the image as it is."""
+    size = torch.tensor([int(_intrinsic(meta, frame, "w")), int(_intrinsic(meta, frame, "h"))])
+    width, height = (size * (1.0 / factor)).to(torch.int64).tolist()
+    return width, height
+
+
+def _check_intrinsics(meta: Dict[str, Any], frame: Frame, where: str) -> None:
+    for key in _INTRINSICS:
+        value = _intrinsic(meta, frame, key)
+        if value is None:
+            raise UserInputError(f"{where} has no {key}: give it in the frame or once at the top level")
+        if not _is_finite_number(value):
+            raise UserInputError(f"{where}: {key} must be a finite number, got {value!r}")
+        if key in ("fl_x", "fl_y", "w", "h") and value <= 0:
+            raise UserInputError(f"{where}: {key} must be > 0, got {value!r}")
+    for key in _DISTORTION:
+        value = _intrinsic(meta, frame, key)
+        if value is not None and not _is_finite_number(value):
+            raise UserInputError(f"{where}: distortion coefficient {key} must be a finite number, got {value!r}")
+    params = _intrinsic(meta, frame, "distortion_params")
+    if params is not None and (not isinstance(params, list) or not all(_is_finite_number(v) for v in params)):
+        raise UserInputError(f"{where}: distortion_params must be a list of finite numbers, got {params!r}")
+
+
+def _check_camera_spread(parser: NerfstudioDataParserConfig, transforms: Path, frames: List[Frame]) -> None:
+    """The parser's auto-scale divides by the largest camera offset, which is 0 when every camera sits at one point."""
+    if not parser.auto_scale_poses or len(frames) == 0:
+        return
+    positions = {tuple(float(row[3]) for row in frame["transform_matrix"][:3]) for frame in frames}
+    if len(positions) == 1 and (len(frames) > 1 or positions == {(0.0, 0.0, 0.0)}):
+        raise UserInputError(
+            f"{transforms}: all {len(frames)} cameras sit at one position {positions.pop()}; a radiance field needs "
+            "views from different places (a rotation-only capture?)"
+        )
+
+
+def _check_split_files(transforms: Path, meta: Dict[str, Any], data_dir: Path, factor: int, images: List[Path]) -> None:
+    """``{train,val,test}_filenames`` must name frames of the capture (the parser stops with a traceback otherwise)."""
+    known = set(images)
+    if "train_filenames" not in meta and any(f"{split}_filenames" in meta for split in ("val", "test")):
+        raise UserInputError(f"{transforms} lists val_filenames or test_filenames but no train_filenames; list all three or none")
+    for split in ("train", "val", "test"):
+        names = meta.get(f"{split}_filenames")
+        if names is None:
+            continue
+        if not isinstance(names, list):
+            raise UserInputError(f"{transforms}: {split}_filenames must be a list of image paths")
+        for name in names:
+            if _resolve(data_dir, str(name), factor, "images_") not in known:
+                raise UserInputError(f"{transforms}: {split}_filenames names {name!r}, which is not a frame's file_path")
 
 
 def _resolve(data_dir: Path, file_path: str, factor: int, prefix: str) -> Path:

@@ -14,6 +14,7 @@ its own images (``evos_nerf.core.sharding``).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Dict, List, Literal, Optional, Tuple, Type, Union
 
@@ -57,8 +58,12 @@ class EvosDataManagerConfig(VanillaDataManagerConfig):
             )
         if self.patch_size != 1:
             raise UserInputError(f"evos-nerf selects single pixels; --pipeline.datamanager.patch-size must be 1, got {self.patch_size}")
-        if self.train_num_rays_per_batch < 1:
-            raise UserInputError(f"--pipeline.datamanager.train-num-rays-per-batch must be >= 1, got {self.train_num_rays_per_batch}")
+        for flag in ("train_num_rays_per_batch", "eval_num_rays_per_batch"):
+            if getattr(self, flag) < 1:
+                raise UserInputError(f"--pipeline.datamanager.{flag.replace('_', '-')} must be >= 1, got {getattr(self, flag)}")
+        scale = self.camera_res_scale_factor
+        if not (math.isfinite(scale) and scale > 0):
+            raise UserInputError(f"--pipeline.datamanager.camera-res-scale-factor must be a finite number > 0, got {scale}")
         self.pixel_sampler.validate()
 
 

@@ -36,6 +36,8 @@ from nerfstudio.utils.rich_utils import CONSOLE
 from evos_nerf.errors import CheckpointWriteError, NonFiniteLossError, UserInputError
 from evos_nerf.io import atomic_path
 from evos_nerf.nerfstudio import evos_checkpoint
+from evos_nerf.nerfstudio.data_checks import check_scene
+from evos_nerf.nerfstudio.datamanager import EvosDataManagerConfig
 from evos_nerf.nerfstudio.inspection import resolve_selection_counts
 
 CHECKPOINT_NAME = re.compile(r"^step-(\d+)\.ckpt$")
@@ -133,6 +135,23 @@ def check_run_flags(config: TrainerConfig) -> None:
         )
 
 
+def check_output_folder(config: TrainerConfig) -> None:
+    """Never train over a finished run: nerfstudio would replace its config.yml and, keeping only the
+    latest checkpoint, delete its checkpoints, unless this run continues that one (``--load-dir``)."""
+    folder = config.get_checkpoint_dir()
+    previous = checkpoint_steps(folder) if folder.is_dir() else {}
+    if not previous:
+        return
+    resume = config.load_dir if config.load_dir is not None else (
+        config.load_checkpoint.parent if config.load_checkpoint is not None else None)
+    if resume is not None and Path(resume).resolve() == folder.resolve():
+        return
+    raise UserInputError(
+        f"{config.get_base_dir()} already holds a trained run ({previous[max(previous)].name}): choose another "
+        f"--timestamp or --experiment-name, or continue that run with --load-dir {folder}"
+    )
+
+
 def _write_failure(path: Path, err: BaseException) -> str:
     """Why a checkpoint write failed, in words: torch reports a full disk as 'unexpected pos'."""
     try:
@@ -162,6 +181,18 @@ class EvosTrainerConfig(TrainerConfig):
     collective_timeout_s: float = 1800.0
     """Distributed runs (evos_nerf.train under torchrun): how long a collective may wait for the
     other ranks before the job stops with an error instead of hanging (a rank died or stalled)."""
+
+    def save_config(self) -> None:
+        """ns-train writes config.yml before the trainer exists (nerfstudio's ``scripts/train.py``), so a
+        re-run with bad data would replace a finished run's config and only then fail. Check first what
+        would stop the run or overwrite one: the run flags, the datamanager's flags and scene, the folder."""
+        check_run_flags(self)
+        datamanager = getattr(self.pipeline, "datamanager", None)
+        if isinstance(datamanager, EvosDataManagerConfig):
+            datamanager.validate()
+            check_scene(datamanager.dataparser, datamanager.data, ["train", "val"])
+        check_output_folder(self)
+        super().save_config()
 
 
 class EvosTrainer(Trainer):
