@@ -10,13 +10,15 @@ where EVOS reaches uniform's final PSNR) and writes, under ``--out``:
 
 * ``comparison.png``: test PSNR against step for both strategies;
 * ``comparison.json``: the same curves and the final PSNR / SSIM / time;
-* ``runs/demo/evos-nerf-blender/{uniform,evos}/``: the two nerfstudio runs (``config.yml`` for
-  ``ns-eval`` / ``ns-viewer``, checkpoints).
+* ``runs/demo/evos-nerf-blender/{uniform,evos}-<time>/``: the two nerfstudio runs (``config.yml``
+  for ``ns-eval`` / ``ns-viewer``, checkpoints), in new folders at every invocation, so a second
+  demo never trains over the first one's runs; the comparison files describe the latest.
 """
 
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Tuple
@@ -71,7 +73,7 @@ def eval_steps(steps: int, evals: int) -> List[int]:
     return sorted({round(steps * (i + 1) / evals) - 1 for i in range(evals)})
 
 
-def train_one(scene: Path, args: Demo, strategy: str) -> Result:
+def train_one(scene: Path, args: Demo, strategy: str, started: str) -> Result:
     """nerfstudio's train_loop (seed, trainer setup, Trainer.train) plus timed test evaluations."""
     from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackLocation
     from nerfstudio.scripts.train import _set_random_seed
@@ -79,7 +81,7 @@ def train_one(scene: Path, args: Demo, strategy: str) -> Result:
     from evos_nerf.nerfstudio.evos_logging import reset_writers
 
     config = blender_run_config(scene, args.out / "runs", args.budget, strategy, args.seed)
-    config.set_timestamp()
+    config.timestamp = f"{strategy}-{started}"
     config.save_config()
     _set_random_seed(config.machine.seed)
     trainer = config.setup(local_rank=0, world_size=1)
@@ -155,9 +157,10 @@ def run(args: Demo) -> List[Result]:
                        num_test=args.num_test)
     console.print(f"scene: {scene} ({args.num_train} training views at {args.resolution}x{args.resolution})")
     results = []
+    started = datetime.now().strftime("%Y-%m-%d_%H%M%S")  # nerfstudio's timestamp format
     for strategy in STRATEGIES:
         console.rule(f"training with {strategy} ray selection")
-        results.append(train_one(scene, args, strategy))
+        results.append(train_one(scene, args, strategy, started))
     plot_path = args.out / "comparison.png"
     title = f"procedural scene ({args.num_train} views, {args.resolution} px), {args.budget.rays} rays per step"
     plot(results, plot_path, title)
