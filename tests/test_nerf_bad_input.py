@@ -235,8 +235,13 @@ def test_cameras_at_one_point_and_an_empty_train_split_are_refused(scene, tmp_pa
     assert "all 10 cameras sit at one position" in refused(nerfstudio_parser(capture), capture)
     single = as_nerfstudio_data(scene, tmp_path / "single")
     edit_json(single / "transforms.json", lambda m: m.update(frames=m["frames"][:1]))
-    assert "the train split is empty (1 frame(s) under --pipeline.datamanager.dataparser.eval-mode interval)" in refused(
-        nerfstudio_parser(single), single)
+    assert "transforms.json has one frame" in refused(nerfstudio_parser(single), single)
+    few = as_nerfstudio_data(scene, tmp_path / "few")  # two frames, the first held out under every-8th
+    edit_json(few / "transforms.json", lambda m: m.update(frames=m["frames"][:2]))
+    check_scene(nerfstudio_parser(few), few, ["train", "val"])
+    parser = nerfstudio_parser(few)
+    parser.eval_mode, parser.train_split_fraction = "fraction", 0.0
+    assert "the train split is empty (2 frame(s) under --pipeline.datamanager.dataparser.eval-mode fraction)" in refused(parser, few)
 
 
 @pytest.mark.parametrize("flag, value, expected", [

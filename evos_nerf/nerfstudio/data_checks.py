@@ -277,10 +277,12 @@ def _check_intrinsics(meta: Dict[str, Any], frame: Frame, where: str) -> None:
 
 def _check_camera_spread(parser: NerfstudioDataParserConfig, transforms: Path, frames: List[Frame]) -> None:
     """The parser's auto-scale divides by the largest camera offset, which is 0 when every camera sits at one point."""
-    if not parser.auto_scale_poses or len(frames) == 0:
+    if len(frames) == 1:
+        raise UserInputError(f"{transforms} has one frame; a radiance field needs views from at least two places")
+    if not parser.auto_scale_poses:
         return
     positions = {tuple(float(row[3]) for row in frame["transform_matrix"][:3]) for frame in frames}
-    if len(positions) == 1 and (len(frames) > 1 or positions == {(0.0, 0.0, 0.0)}):
+    if len(positions) == 1:
         raise UserInputError(
             f"{transforms}: all {len(frames)} cameras sit at one position {positions.pop()}; a radiance field needs "
             "views from different places (a rotation-only capture?)"
