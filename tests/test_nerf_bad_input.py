@@ -160,6 +160,10 @@ def test_a_singular_pose_is_refused_in_both_formats(scene, tmp_path):
     capture = as_nerfstudio_data(scene, tmp_path / "capture")
     edit_json(capture / "transforms.json", lambda m: [m["frames"][4]["transform_matrix"][r].__setitem__(0, 0.0) for r in range(3)])
     assert "frame 4 (train/r_4.png): transform_matrix's rotation is singular" in refused(nerfstudio_parser(capture), capture)
+    small = as_nerfstudio_data(scene, tmp_path / "small")  # a rotation scaled by 0.01 is still three axes
+    edit_json(small / "transforms.json", lambda m: [m["frames"][4]["transform_matrix"][r].__setitem__(c, 0.01 * v)
+                                                    for r in range(3) for c, v in enumerate(m["frames"][4]["transform_matrix"][r][:3])])
+    check_scene(nerfstudio_parser(small), small, ["train", "val"])
 
 
 @pytest.mark.parametrize("mode", ["P", "I;16", "LA"])

@@ -93,13 +93,19 @@ def _check_frame(path: Path, index: int, frame: Any) -> str:
                     f"{where}: transform_matrix holds {value!r}; a camera pose must be finite numbers "
                     "(fix or remove this frame)"
                 )
-    det = _determinant3([row[:3] for row in rows[:3]])
-    if abs(det) < 1e-6:
+    if _independence([row[:3] for row in rows[:3]]) < 1e-6:
         raise UserInputError(
-            f"{where}: transform_matrix's rotation is singular (determinant {det:.3g}); a camera pose needs "
-            "three independent axes (a zero or placeholder matrix? fix or remove this frame)"
+            f"{where}: transform_matrix's rotation is singular; a camera pose needs three independent axes "
+            "(a zero or placeholder matrix? fix or remove this frame)"
         )
     return file_path
+
+
+def _independence(m: List[List[float]]) -> float:
+    """|det| over the product of the column norms: 1 for any (scaled) rotation, 0 for dependent axes."""
+    norms = [math.sqrt(sum(m[r][c] ** 2 for r in range(3))) for c in range(3)]
+    scale = norms[0] * norms[1] * norms[2]
+    return abs(_determinant3(m)) / scale if scale > 0 else 0.0
 
 
 def _determinant3(m: List[List[float]]) -> float:
