@@ -52,6 +52,24 @@ def _failed_torch_load(tb: Optional[TracebackType]) -> Optional[Path]:
     return None
 
 
+_EVAL_UTILS = os.path.join("nerfstudio", "utils", "eval_utils.py")
+
+
+def _failed_config_read(err: BaseException) -> Optional[str]:
+    """The run config ``ns-eval --load-config`` (upstream ``eval_setup``) could not open, if that failed."""
+    if not isinstance(err, OSError) or err.filename is None:
+        return None
+    tb = err.__traceback__
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if code.co_name == "eval_setup" and code.co_filename.endswith(_EVAL_UTILS):
+            config_path = tb.tb_frame.f_locals.get("config_path")
+            if config_path is not None and os.fspath(config_path) == os.fspath(err.filename):
+                return os.fspath(config_path)
+        tb = tb.tb_next
+    return None
+
+
 def _first_line(err: BaseException) -> str:
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__
@@ -61,6 +79,9 @@ def one_line(err: BaseException) -> Optional[str]:
     """The one-line message for an error the user can act on, or None (a bug: keep its traceback)."""
     if isinstance(err, ONE_LINE_ERRORS):
         return " ".join(str(err).split())
+    config = _failed_config_read(err)
+    if config is not None:
+        return f"cannot read --load-config {config}: {err.strerror or _first_line(err)} (give the config.yml ns-train wrote in the run's folder)"
     if isinstance(err, _CHECKPOINT_READ_ERRORS):
         path = _failed_torch_load(err.__traceback__)
         if path is not None:

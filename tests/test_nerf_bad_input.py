@@ -481,6 +481,19 @@ def test_the_excepthook_prints_plugin_errors_as_one_line_and_keeps_other_traceba
     assert seen == [bug]
 
 
+@pytest.mark.parametrize("where", ["missing/config.yml", "."])
+def test_a_load_config_ns_eval_cannot_open_is_named(tmp_path, where):
+    """Upstream eval_setup reads --load-config with Path.read_text: a missing file or a folder was a traceback."""
+    from nerfstudio.utils.eval_utils import eval_setup
+
+    path = tmp_path / where
+    with pytest.raises(OSError) as info:
+        eval_setup(path)
+    assert one_line(info.value).startswith(f"cannot read --load-config {path}: ")
+    other = FileNotFoundError(2, "No such file or directory", str(path))  # the same error raised elsewhere: a bug
+    assert one_line(other) is None
+
+
 def test_a_checkpoint_torch_load_cannot_read_is_named(tmp_path):
     """ns-eval's upstream loader calls torch.load without naming the file; the message does."""
     path = tmp_path / "step-000000003.ckpt"
