@@ -230,7 +230,10 @@ def test_split_lists_must_name_frames(scene, tmp_path):
                                                                val_filenames=["val/r_0.png"], test_filenames=[]))
     assert "train_filenames names 'train/gone.png', which is not a frame's file_path" in refused(nerfstudio_parser(capture), capture)
     edit_json(capture / "transforms.json", lambda m: m.pop("train_filenames"))
-    assert "no train_filenames" in refused(nerfstudio_parser(capture), capture)
+    assert "lists val_filenames, test_filenames but no train_filenames" in refused(nerfstudio_parser(capture), capture)
+    edit_json(capture / "transforms.json", lambda m: m.update(train_filenames=["train/r_0.png"], val_filenames=[]) or m.pop("val_filenames"))
+    assert "no val_filenames, which this run loads" in refused(nerfstudio_parser(capture), capture)
+    check_scene(nerfstudio_parser(capture), capture, ["train", "test"])  # what ns-eval loads is listed
 
 
 def test_cameras_at_one_point_and_an_empty_train_split_are_refused(scene, tmp_path):

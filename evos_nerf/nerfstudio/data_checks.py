@@ -46,7 +46,7 @@ def check_scene(dataparser, data: Optional[Path], splits: Sequence[str]) -> None
             if split == "train":
                 _check_world_size(num_frames)
     elif isinstance(dataparser, NerfstudioDataParserConfig):
-        _check_nerfstudio_data(dataparser, root)
+        _check_nerfstudio_data(dataparser, root, splits)
 
 
 # -- shared -------------------------------------------------------------------------------------
@@ -201,7 +201,7 @@ def _check_blender_split(root: Path, split: str) -> int:
 _INTRINSICS = ("fl_x", "fl_y", "cx", "cy", "w", "h")
 
 
-def _check_nerfstudio_data(parser: NerfstudioDataParserConfig, root: Path) -> None:
+def _check_nerfstudio_data(parser: NerfstudioDataParserConfig, root: Path, splits: Sequence[str]) -> None:
     transforms = root / "transforms.json" if root.is_dir() else root
     if not transforms.is_file():
         raise UserInputError(
@@ -237,7 +237,7 @@ def _check_nerfstudio_data(parser: NerfstudioDataParserConfig, root: Path) -> No
             raise UserInputError(
                 f"{where}: depth_file_path {_resolve(data_dir, str(frame['depth_file_path']), factor, 'depths_')} does not exist"
             )
-    _check_split_files(transforms, meta, data_dir, factor, images)
+    _check_split_files(transforms, meta, data_dir, factor, images, splits)
     num_train = _nerfstudio_train_count(parser, meta, images)
     if num_train == 0:
         raise UserInputError(
@@ -295,11 +295,18 @@ def _check_camera_spread(parser: NerfstudioDataParserConfig, transforms: Path, f
         )
 
 
-def _check_split_files(transforms: Path, meta: Dict[str, Any], data_dir: Path, factor: int, images: List[Path]) -> None:
-    """``{train,val,test}_filenames`` must name frames of the capture (the parser stops with a traceback otherwise)."""
+def _check_split_files(transforms: Path, meta: Dict[str, Any], data_dir: Path, factor: int, images: List[Path],
+                       splits: Sequence[str]) -> None:
+    """``{train,val,test}_filenames`` must name frames of the capture, and once one is given the parser needs
+    a list for every split it loads (it stops with a traceback otherwise)."""
     known = set(images)
-    if "train_filenames" not in meta and any(f"{split}_filenames" in meta for split in ("val", "test")):
-        raise UserInputError(f"{transforms} lists val_filenames or test_filenames but no train_filenames; list all three or none")
+    given = [split for split in ("train", "val", "test") if f"{split}_filenames" in meta]
+    missing = [split for split in splits if given and split not in given]
+    if missing:
+        raise UserInputError(
+            f"{transforms} lists {', '.join(f'{g}_filenames' for g in given)} but no {missing[0]}_filenames, which this "
+            "run loads: list train, val and test or none"
+        )
     for split in ("train", "val", "test"):
         names = meta.get(f"{split}_filenames")
         if names is None:
