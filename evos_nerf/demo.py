@@ -18,8 +18,8 @@ where EVOS reaches uniform's final PSNR) and writes, under ``--out``:
 from __future__ import annotations
 
 import time
-from datetime import datetime
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Dict, List, Tuple
 

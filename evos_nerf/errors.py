@@ -14,7 +14,7 @@ import sys
 import zipfile
 from pathlib import Path
 from types import TracebackType
-from typing import Optional
+from typing import Any, Dict, Iterator, Optional
 
 
 class UserInputError(ValueError):
@@ -36,19 +36,25 @@ _CHECKPOINT_READ_ERRORS = (RuntimeError, EOFError, pickle.UnpicklingError, zipfi
 _TORCH_SERIALIZATION = os.path.join("torch", "serialization.py")
 
 
+def _frame_locals(tb: Optional[TracebackType], function: str, filename_suffix: str) -> Iterator[Dict[str, Any]]:
+    """The local variables of every traceback frame running ``function`` in a file ending with ``filename_suffix``."""
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if code.co_name == function and code.co_filename.endswith(filename_suffix):
+            yield tb.tb_frame.f_locals
+        tb = tb.tb_next
+
+
 def _failed_torch_load(tb: Optional[TracebackType]) -> Optional[Path]:
     """The file an exception's ``torch.load`` was reading, if it was raised inside torch.load.
 
     Upstream loaders (``ns-eval``'s ``eval_load_checkpoint``) call torch.load without naming the
     file in their errors; its frame still holds the path.
     """
-    while tb is not None:
-        code = tb.tb_frame.f_code
-        if code.co_name == "load" and code.co_filename.endswith(_TORCH_SERIALIZATION):
-            f = tb.tb_frame.f_locals.get("f")
-            if isinstance(f, (str, os.PathLike)):
-                return Path(f)
-        tb = tb.tb_next
+    for frame_locals in _frame_locals(tb, "load", _TORCH_SERIALIZATION):
+        f = frame_locals.get("f")
+        if isinstance(f, (str, os.PathLike)):
+            return Path(f)
     return None
 
 
@@ -59,14 +65,10 @@ def _failed_config_read(err: BaseException) -> Optional[str]:
     """The run config ``ns-eval --load-config`` (upstream ``eval_setup``) could not open, if that failed."""
     if not isinstance(err, OSError) or err.filename is None:
         return None
-    tb = err.__traceback__
-    while tb is not None:
-        code = tb.tb_frame.f_code
-        if code.co_name == "eval_setup" and code.co_filename.endswith(_EVAL_UTILS):
-            config_path = tb.tb_frame.f_locals.get("config_path")
-            if config_path is not None and os.fspath(config_path) == os.fspath(err.filename):
-                return os.fspath(config_path)
-        tb = tb.tb_next
+    for frame_locals in _frame_locals(err.__traceback__, "eval_setup", _EVAL_UTILS):
+        config_path = frame_locals.get("config_path")
+        if config_path is not None and os.fspath(config_path) == os.fspath(err.filename):
+            return os.fspath(config_path)
     return None
 
 

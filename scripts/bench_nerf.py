@@ -344,6 +344,12 @@ def load_preset(name: str) -> Dict[str, Any]:
     return {"name": name, **yaml.safe_load(path.read_text())}
 
 
+def preset_budget(preset: Dict[str, Any], steps: Optional[int] = None, rays: Optional[int] = None) -> Budget:
+    """The preset's training budget, with ``--steps`` / ``--rays`` overriding its own."""
+    return Budget(steps=steps or preset["steps"], rays=rays or preset["rays"], full=preset.get("full", False),
+                  decay_to_budget=preset.get("decay_to_budget", False), model=preset.get("model", {}))
+
+
 def main(args: Args) -> None:
     if args.merge:
         merge(args)
@@ -357,8 +363,7 @@ def main(args: Args) -> None:
             raise SystemExit(f"{flag} must be >= 1 (got {value})")
     torch.set_num_threads(args.threads)
     preset = load_preset(args.preset or "cpu")
-    budget = Budget(steps=args.steps or preset["steps"], rays=args.rays or preset["rays"], full=preset.get("full", False),
-                    decay_to_budget=preset.get("decay_to_budget", False), model=preset.get("model", {}))
+    budget = preset_budget(preset, args.steps, args.rays)
     evals = args.evals or preset.get("evals", 6)
     args.test_images = args.test_images or preset.get("test_images")
     strategies = args.strategies or preset["strategies"]

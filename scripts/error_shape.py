@@ -29,7 +29,6 @@ import bench_nerf  # noqa: E402
 
 from evos_nerf.core.fitness_stats import error_concentration  # noqa: E402
 from evos_nerf.io import write_json, write_text  # noqa: E402
-from evos_nerf.nerfstudio.presets import Budget  # noqa: E402
 
 console = Console()
 
@@ -93,8 +92,7 @@ def main(args: Args) -> None:
     scene = bench_nerf.scene_path(spec, bench)
     if scene is None:
         raise SystemExit(f"--scene {args.scene}: {args.shared / spec['source']} not found")
-    budget = Budget(steps=args.steps or preset["steps"], rays=args.rays or preset["rays"], full=preset.get("full", False),
-                    decay_to_budget=preset.get("decay_to_budget", False), model=preset.get("model", {}))
+    budget = bench_nerf.preset_budget(preset, args.steps, args.rays)
     run = bench_nerf.build(spec, scene, args.strategy, args.seed, budget, bench)
     selector = run.trainer.pipeline.datamanager.selector
     rows: List[Dict[str, Any]] = []

@@ -101,17 +101,11 @@ def _check_frame(path: Path, index: int, frame: Any) -> str:
     return file_path
 
 
-def _independence(m: List[List[float]]) -> float:
+def _independence(axes: List[List[float]]) -> float:
     """|det| over the product of the column norms: 1 for any (scaled) rotation, 0 for dependent axes."""
-    norms = [math.sqrt(sum(m[r][c] ** 2 for r in range(3))) for c in range(3)]
-    scale = norms[0] * norms[1] * norms[2]
-    return abs(_determinant3(m)) / scale if scale > 0 else 0.0
-
-
-def _determinant3(m: List[List[float]]) -> float:
-    return (m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1])
-            - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
-            + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0]))
+    m = torch.tensor(axes, dtype=torch.float64)
+    scale = float(m.norm(dim=0).prod())
+    return float(torch.linalg.det(m).abs()) / scale if scale > 0 else 0.0
 
 
 def _is_finite_number(value: Any) -> bool:
@@ -233,10 +227,10 @@ def _check_nerfstudio_data(parser: NerfstudioDataParserConfig, root: Path, split
             mask = _resolve(data_dir, str(frame["mask_path"]), factor, "masks_")
             if _image_size(mask, where, "mask", MASK_MODES) != (width, height):
                 raise UserInputError(f"{where}: mask {mask} is not the size of its image ({width}x{height})")
-        if "depth_file_path" in frame and not _resolve(data_dir, str(frame["depth_file_path"]), factor, "depths_").is_file():
-            raise UserInputError(
-                f"{where}: depth_file_path {_resolve(data_dir, str(frame['depth_file_path']), factor, 'depths_')} does not exist"
-            )
+        if "depth_file_path" in frame:
+            depth = _resolve(data_dir, str(frame["depth_file_path"]), factor, "depths_")
+            if not depth.is_file():
+                raise UserInputError(f"{where}: depth_file_path {depth} does not exist")
     _check_split_files(transforms, meta, data_dir, factor, images, splits)
     num_train = _nerfstudio_train_count(parser, meta, images)
     if num_train == 0:
