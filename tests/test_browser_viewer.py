@@ -26,6 +26,7 @@ from evos_nerf.scene import make_scene
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 STEPS = 60
+CLICK_WAIT = 240  # seconds a GUI change may wait behind a render holding the train lock
 PANEL = ["EVOS", "Selection ratio", "Mutation ratio", "Pause evolution", "Camera images",
          "Key interval", "Steps since key", "Never visited", "Fitness mean", "Fitness p50", "Fitness p99"]
 
@@ -101,15 +102,18 @@ def test_evos_panel_in_headless_chromium(tmp_path):
             assert browser.evaluate(labelled("Camera images") + ".value") == "fitness"
 
             # CPU renders at nerfstudio's default 512 px hold the train lock for tens of seconds
-            # (and GUI callbacks wait for that lock): render small, as a CPU user would.
+            # (and GUI callbacks wait for that lock): render small, as a CPU user would. A render
+            # the page asked for before this change still runs at 512 px, and on a loaded CPU (CI
+            # runs other jobs beside this one) it has held the lock for over a minute, so the
+            # clicks below get CLICK_WAIT seconds to show on the page.
             browser.type_number(labelled("Max res"), 64)
-            assert browser.wait_for(labelled("Max res") + ".value === '64'", 60)
+            assert browser.wait_for(labelled("Max res") + ".value === '64'", CLICK_WAIT)
 
             # A user's clicks: switch evolution off and on again, then resume training.
             browser.click(labelled("Pause evolution"))
-            assert browser.wait_for(labelled("Pause evolution") + ".checked", 60)
+            assert browser.wait_for(labelled("Pause evolution") + ".checked", CLICK_WAIT)
             browser.click(labelled("Pause evolution"))
-            assert browser.wait_for("!" + labelled("Pause evolution") + ".checked", 60)
+            assert browser.wait_for("!" + labelled("Pause evolution") + ".checked", CLICK_WAIT)
             browser.click(button("Resume Training"))
 
             # The read-outs fill in from training: after the first ranking some pixels are visited.
