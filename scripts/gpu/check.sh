@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# The device checks, as one prepared run ON the lent GPU machine (never in CI, never needed to
+# build or test the project). Prepare here first with scripts/gpu/prepare.sh, then call the
+# device tool with:
+#   command: bash scripts/gpu/check.sh      carry: [".whl", ".gpu-data"]      timeout_s: 580
+# It checks, in this order (cheapest and most basic first, so a short lease still learns them):
+#   1. the install: nerfstudio 1.1.5 and this package beside the machine's own CUDA torch;
+#   2. which device and hash-grid implementation `auto` picks there (tiny-cuda-nn or torch);
+#   3. `ns-train evos-nerf` with no flags but a step cap on a real capture (fox), then `ns-eval`:
+#      the CUDA device pick, mixed precision and checkpointing that CPU tests only mock;
+#   4. the GPU benchmark preset (`--preset real_gpu`: full nerfacto, full-size images, 4096 rays),
+#      uniform against evos:step in lock-step on fern then fox, seed 0, BENCH_STEPS steps each,
+#      as long as the time left allows: timings and the sampler's overhead on a GPU.
+# Everything lands in $OUT (the tool returns at most 8 files): summary.txt, logs.tgz and each
+# benchmark part's .md and .json. Not checked: NCCL. The machine has one GPU, NCCL refuses two ranks
+# on one device, and on one rank EVOS's collectives are no-ops (evos_nerf/distributed.py), so a
+# one-GPU torchrun would only repeat step 3.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-/tmp/evos-gpu-out}
+NS_STEPS=${NS_STEPS:-300}
+BENCH_STEPS=${BENCH_STEPS:-2000}
+BENCH_EVALS=${BENCH_EVALS:-5}
+BENCH_SCENES=${BENCH_SCENES:-fern fox}
+DEADLINE=${DEADLINE:-560}   # seconds after start by which everything must have stopped
+export PYTHONUNBUFFERED=1 PYTHONWARNINGS=ignore
+mkdir -p "$OUT"
+LOGS=$(mktemp -d)
+SUMMARY="$OUT/summary.txt"
+: > "$SUMMARY"
+
+say() { echo "[$SECONDS s] $*" | tee -a "$SUMMARY"; }
+# step NAME LIMIT CMD...: run CMD under a time limit, log to $LOGS/NAME.log, keep its tail.
+step() {
+  local name=$1 limit=$2 start=$SECONDS rc
+  shift 2
+  timeout "$limit" "$@" > "$LOGS/$name.log" 2>&1
+  rc=$?
+  say "$name: rc $rc after $((SECONDS - start)) s (limit $limit s)"
+  grep -v -e '^\s*$' "$LOGS/$name.log" | tail -n 8 | sed 's/^/    /' | tee -a "$SUMMARY"
+  return $rc
+}
+left() { echo $((DEADLINE - SECONDS)); }
+finish() {
+  (cd "$LOGS" && find . \( -name '*.log' -o -name '*.json' -o -name '*.md' -o -name '*.png' -o -name 'config.yml' \) \
+     -size -4M -print0 | tar -czf "$OUT/logs.tgz" --null -T -) 2>/dev/null
+  say "done; logs in logs.tgz"
+}
+trap finish EXIT
+
+# 1. Install: carried wheels, then this package (its entry points register the methods).
+if [ ! -d .whl ] || [ ! -d .gpu-data ]; then
+  say "error: .whl/ or .gpu-data/ missing: run scripts/gpu/prepare.sh here and carry both"
+  exit 1
+fi
+step install 120 bash -c 'python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+  && python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --upgrade --target /tmp/site .' || exit 1
+export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+
+# Console scripts by module, so they run on this interpreter whatever pip wrote in their shebangs.
+NS_TRAIN='import sys; sys.argv[0] = "ns-train"; from nerfstudio.scripts.train import entrypoint; entrypoint()'
+NS_EVAL='import sys; sys.argv[0] = "ns-eval"; from nerfstudio.scripts.eval import entrypoint; entrypoint()'
+
+# 2. What `auto` picks here.
+step environment 60 python3 - <<'EOF'
+import torch, nerfstudio, numpy
+from importlib.metadata import version
+from evos_nerf.implementation import choose_implementation, tcnn_available
+print("torch", torch.__version__, "cuda", torch.version.cuda, "nccl", torch.cuda.nccl.version(),
+      "numpy", numpy.__version__, "nerfstudio", version("nerfstudio"))
+if not torch.cuda.is_available():
+    raise SystemExit("torch sees no CUDA device: the checks below run on the CPU and measure nothing of a GPU")
+print("device", torch.cuda.get_device_name(0), "| tinycudann importable:", tcnn_available(),
+      "| auto picks:", choose_implementation("cuda"))
+EOF
+
+# 3. The user's command on CUDA with no device flags, then ns-eval of what it saved.
+if step ns_train 150 python3 -c "$NS_TRAIN" evos-nerf --data .gpu-data/fox --max-num-iterations "$NS_STEPS" \
+     --vis tensorboard --output-dir "$LOGS/ns" --timestamp gpu; then
+  config=$(find "$LOGS/ns" -name config.yml | head -n 1)
+  grep -E "device_type|mixed_precision|implementation" "$config" | sed 's/^/    config: /' | tee -a "$SUMMARY"
+  step ns_eval 90 python3 -c "$NS_EVAL" --load-config "$config" --output-path "$LOGS/ns/eval.json" \
+    && python3 -c "import json,sys; r=json.load(open(sys.argv[1]))['results']; print('    eval:', {k: round(v, 4) for k, v in r.items() if k in ('psnr', 'ssim', 'lpips', 'fps')})" \
+    "$LOGS/ns/eval.json" 2>&1 | tee -a "$SUMMARY"
+fi
+
+# 4. The GPU preset, uniform against evos:step, while time is left (each scene one part).
+for scene in $BENCH_SCENES; do
+  budget=$(( $(left) - 20 ))
+  if [ "$budget" -lt 90 ]; then say "bench $scene: skipped, $budget s left"; continue; fi
+  step "bench_$scene" "$budget" python3 scripts/bench_nerf.py --preset real_gpu --scenes "$scene" --seeds 0 \
+    --strategies uniform evos:step --steps "$BENCH_STEPS" --evals "$BENCH_EVALS" --shared .gpu-data \
+    --out "$LOGS/bench" --work "$LOGS/bench-work" --name "gpu_${scene}_s0_steps${BENCH_STEPS}" \
+    && cp "$LOGS/bench/gpu_${scene}_s0_steps${BENCH_STEPS}".{md,json} "$OUT/"
+done

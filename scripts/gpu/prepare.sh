@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Run HERE (a machine that reaches the package registries) before a device run. It fills two
+# ignored folders that the device call carries, because nothing can be fetched there:
+#   .whl/      Python 3.12 wheels of what the GPU machine lacks (scripts/gpu/wheels.txt)
+#   .gpu-data/ the real captures fern and fox, copied from ../shared/data (the device gets only the repo)
+# Then, with the device tool:  run(command="bash scripts/gpu/check.sh", carry=[".whl", ".gpu-data"],
+# timeout_s=580). With the repo they stay under the tool's 64 MiB (wheels 23, captures 13, repo 15).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+PYTHON_VERSION=${PYTHON_VERSION:-3.12}
+SHARED=${SHARED:-../shared/data}
+
+platforms=(--platform any --platform manylinux2014_x86_64 --platform manylinux1_x86_64)
+for n in 5 17 24 27 28 31 34 35; do platforms+=(--platform "manylinux_2_${n}_x86_64"); done
+rm -rf .whl && mkdir -p .whl
+python3 -m pip download --quiet --no-deps --only-binary=:all: --python-version "$PYTHON_VERSION" \
+  --implementation cp "${platforms[@]}" -d .whl -r scripts/gpu/wheels.txt
+
+rm -rf .gpu-data && mkdir -p .gpu-data
+for scene in fern fox; do
+  if [ ! -f "$SHARED/$scene/transforms.json" ]; then
+    echo "error: $SHARED/$scene/transforms.json not found (set SHARED=/path/to/shared/data)" >&2
+    exit 1
+  fi
+  cp -r "$SHARED/$scene" .gpu-data/
+done
+du -sh .whl .gpu-data
