@@ -191,7 +191,10 @@ def test_camera_images_toggle_draws_heatmaps_on_every_frustum_keeping_pose_and_c
     monkeypatch.setattr(viewer.viser_server.scene, "add_camera_frustum", recording_draw)
     before = dict(viewer.camera_handles)
     panel.camera_images.gui_handle.value = "fitness"
-    assert wait_for(lambda: len(sent) == NUM_TRAIN)
+    # The GUI callback runs in viser's thread and stores each new frustum's handle after drawing
+    # it, so wait for the last handle, not the last draw (a loaded CPU showed the difference).
+    assert wait_for(lambda: len(sent) == NUM_TRAIN
+                    and all(viewer.camera_handles[c] is not before[c] for c in before), timeout=60)
     expected = camera_heatmaps(dm, list(range(NUM_TRAIN)), "fitness")
     for camera, handle in viewer.camera_handles.items():
         assert np.array_equal(sent[f"/cameras/camera_{camera:05d}"], thumbnail(expected[camera]))
