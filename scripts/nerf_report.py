@@ -280,6 +280,35 @@ def gap_to_uniform(runs, views: str = "test") -> List[str]:
     return lines if len(lines) > 3 else []
 
 
+def halfway_lead(runs) -> List[str]:
+    """What reaching uniform's final PSNR in half its steps takes, per (scene, seed).
+
+    A run is at uniform's final PSNR by half the budget exactly when its lead over uniform there
+    is at least what uniform still gains in its second half (more steps at a decaying learning
+    rate). So the table shows how far a sampler's mid-run lead is from the 0.5x target, in dB,
+    rather than only that it missed. Both values are interpolated linearly between evaluations
+    (coarse where evaluations are far apart).
+    """
+    strategies = sorted({r.strategy for r in runs} - {"uniform"})
+    rows = []
+    for scene in sorted({r.scene for r in runs}):
+        for seed in sorted({r.seed for r in runs if r.scene == scene}):
+            uniform = next((r for r in runs if (r.scene, r.seed, r.strategy) == (scene, seed, "uniform")), None)
+            if uniform is None:
+                continue
+            half = uniform.history[-1]["step"] / 2
+            at_half = value_at(uniform.history, "step", half, "psnr")
+            cells = []
+            for strategy in strategies:
+                run = next((r for r in runs if (r.scene, r.seed, r.strategy) == (scene, seed, strategy)), None)
+                cells.append("-" if run is None else f"{value_at(run.history, 'step', half, 'psnr') - at_half:+.2f}")
+            rows.append(f"| {scene} | {seed} | {uniform.history[-1]['psnr'] - at_half:.2f} | " + " | ".join(cells) + " |")
+    if not rows:
+        return []
+    return ["", "## Halfway: uniform's gain over its second half against each strategy's lead at half the budget (dB)", "",
+            "| scene | seed | uniform gains | " + " | ".join(strategies) + " |", "|---|---|---|" + "---|" * len(strategies), *rows]
+
+
 def curves(runs) -> List[str]:
     """Test PSNR / SSIM and training seconds at every evaluation, one table per (scene, seed)."""
     lines = ["", "## Curves: test PSNR / SSIM (training seconds) at each evaluation", ""]

@@ -187,3 +187,21 @@ def test_merged_runs_keep_the_cpu_of_the_part_that_trained_them(tmp_path):
               "runs": [{"scene": "s", "strategy": "evos", "seed": 0, "history": [], "process": "p.json", "host": "AMD"}]}
     assert report.measured_runs(part, "part.json")[0].host == "Intel Xeon"
     assert report.measured_runs(merged)[0].host == "AMD"
+
+
+def test_halfway_lead_is_each_runs_lead_at_half_uniforms_budget_against_uniforms_second_half_gain():
+    report = load_script("nerf_report")
+
+    def run(strategy, seed, points):  # points: step -> psnr
+        return report.MeasuredRun("s", strategy, seed, [{"step": k, "train_seconds": 1.0, "psnr": p, "ssim": 0.5}
+                                                         for k, p in points.items()])
+
+    runs = [run("uniform", 0, {100: 20.0, 300: 22.0, 400: 22.5}),  # at step 200 (half of 400): 21.0
+            run("evos", 0, {100: 20.5, 300: 23.0, 400: 23.2}),  # at 200: 21.75, so it leads by 0.75
+            run("topk", 0, {200: 22.5, 400: 23.0}),  # measured at 200 itself: 1.5 ahead, enough for 0.5x
+            run("evos", 1, {100: 25.0})]  # no uniform of seed 1: no row
+    text = "\n".join(report.halfway_lead(runs))
+    assert "| scene | seed | uniform gains | evos | topk |" in text
+    assert "| s | 0 | 1.50 | +0.75 | +1.50 |" in text
+    assert "| s | 1 |" not in text
+    assert report.halfway_lead([run("evos", 0, {100: 20.0})]) == []
