@@ -290,19 +290,19 @@ def halfway_lead(runs) -> List[str]:
     (coarse where evaluations are far apart).
     """
     strategies = sorted({r.strategy for r in runs} - {"uniform"})
+    by_key = {(r.scene, r.seed, r.strategy): r for r in runs}
     rows = []
-    for scene in sorted({r.scene for r in runs}):
-        for seed in sorted({r.seed for r in runs if r.scene == scene}):
-            uniform = next((r for r in runs if (r.scene, r.seed, r.strategy) == (scene, seed, "uniform")), None)
-            if uniform is None:
-                continue
-            half = uniform.history[-1]["step"] / 2
-            at_half = value_at(uniform.history, "step", half, "psnr")
-            cells = []
-            for strategy in strategies:
-                run = next((r for r in runs if (r.scene, r.seed, r.strategy) == (scene, seed, strategy)), None)
-                cells.append("-" if run is None else f"{value_at(run.history, 'step', half, 'psnr') - at_half:+.2f}")
-            rows.append(f"| {scene} | {seed} | {uniform.history[-1]['psnr'] - at_half:.2f} | " + " | ".join(cells) + " |")
+    for scene, seed in sorted({(r.scene, r.seed) for r in runs}):
+        uniform = by_key.get((scene, seed, "uniform"))
+        if uniform is None:
+            continue
+        half = uniform.history[-1]["step"] / 2
+        at_half = value_at(uniform.history, "step", half, "psnr")
+        cells = []
+        for strategy in strategies:
+            run = by_key.get((scene, seed, strategy))
+            cells.append("-" if run is None else f"{value_at(run.history, 'step', half, 'psnr') - at_half:+.2f}")
+        rows.append(f"| {scene} | {seed} | {uniform.history[-1]['psnr'] - at_half:.2f} | " + " | ".join(cells) + " |")
     if not rows:
         return []
     return ["", "## Halfway: uniform's gain over its second half against each strategy's lead at half the budget (dB)", "",
