@@ -1,5 +1,5 @@
-"""Can a sampler let a user train for fewer steps? Finals at a shorter budget against uniform's final
-at the full one.
+"""Can a sampler let a user train for less? Finals at a smaller budget (fewer steps, or fewer rays a
+step) against uniform's final at the full one.
 
 ``bench_nerf.py``'s "time to uniform's final PSNR" is a crossing point inside a full-budget run,
 whose learning rate has not decayed yet at that point. A user who wants to train for half as long
@@ -9,6 +9,12 @@ uniform run of the same (scene, seed) and prints the differences:
 
     python scripts/bench_nerf.py --preset real --steps 600 --scenes fern --seeds 0 --name real_half_fern_s0
     python scripts/budget_report.py --short benchmarks/real_half/*.json --full benchmarks/nerf_real.json
+
+The image path's EVOS saves its time another way: it trains only r_t N of the N pixels a step.
+The ray analogue is a smaller batch, and runs at ``--rays 2048`` already are one against runs at
+4096 (the same rays in total at 1200 steps each as 600 steps at 4096):
+
+    python scripts/budget_report.py --short benchmarks/nerf_real_rays2048.json --full benchmarks/nerf_real_rays4096.json
 
 Training times of different processes compare only loosely (this machine's speed drifts); the
 step fraction is exact.
@@ -54,21 +60,29 @@ def main(args: Args) -> None:
     short, short_budgets = load(args.short, "--short")
     full, full_budgets = load(args.full, "--full")
     (ref_path, ref), *_ = full_budgets
-    apart_from_steps = lambda budget: {k: v for k, v in budget.items() if k != "steps"}  # noqa: E731
+    (_, short_ref), *_ = short_budgets
+    size = lambda budget: {k: v for k, v in budget.items() if k not in ("steps", "rays")}  # noqa: E731
     for path, budget in short_budgets + full_budgets:
-        if apart_from_steps(budget) != apart_from_steps(ref):
-            raise SystemExit(f"{path}: its budget differs from {ref_path} in more than the step count "
+        if size(budget) != size(ref):
+            raise SystemExit(f"{path}: its budget differs from {ref_path} in more than steps and rays a step "
                              f"({budget} vs {ref})")
-    if any(b["steps"] >= ref["steps"] for _, b in short_budgets):
-        raise SystemExit(f"--short: every file must have fewer steps than --full's {ref['steps']}")
-    lines = nerf_report.against_full_budget(short, full)
+    for budgets in (full_budgets, short_budgets):  # one ray share for the whole table
+        (first, expected), *_ = budgets
+        for path, budget in budgets:
+            if budget["rays"] != expected["rays"]:
+                raise SystemExit(f"{path}: {budget['rays']} rays a step, but {first} has {expected['rays']}")
+    if any(b["steps"] * b["rays"] >= ref["steps"] * ref["rays"] for _, b in short_budgets):
+        raise SystemExit(f"--short: every file must train fewer rays in all (steps x rays a step) than --full's "
+                         f"{ref['steps']} x {ref['rays']}")
+    lines = nerf_report.against_full_budget(short, full, short_ref["rays"] / ref["rays"])
     if not lines:
         raise SystemExit("no (scene, seed) of --short has a uniform run in --full")
     text = "\n".join(lines)
     console.print(text)
     if args.out:
-        write_text(args.out, f"# Shorter budget vs uniform at the full budget ({ref['steps']} steps)\n\n"
-                   f"Each row: that strategy trained with a shorter schedule; Δ = its final minus uniform's final at "
+        write_text(args.out, f"# Smaller budget ({short_ref['rays']} rays a step) vs uniform at the full budget "
+                   f"({ref['steps']} steps x {ref['rays']} rays)\n\n"
+                   f"Each row: that strategy trained with a smaller budget; Δ = its final minus uniform's final at "
                    f"the full budget, same (scene, seed). Produced by `scripts/budget_report.py`.\n\n{text}\n")
         console.print(f"wrote {args.out}")
 

@@ -383,25 +383,28 @@ class _BudgetPair(NamedTuple):
     time: Optional[float]
 
 
-def against_full_budget(short, full) -> List[str]:
-    """Each strategy's final at a shorter budget against uniform's final at the full budget.
+def against_full_budget(short, full, ray_share: float = 1.0) -> List[str]:
+    """Each strategy's final at a smaller budget against uniform's final at the full budget.
 
     The in-run crossing point (``ratio`` / ``step_ratio`` above) reads a run whose learning rate
-    has not decayed yet; a user who wants to train for less trains a shorter schedule. This table
-    pairs every short run with the full-budget uniform run of the same (scene, seed); no lines
-    when none has such a partner.
+    has not decayed yet; a user who wants to train for less trains a shorter schedule, or fewer
+    rays a step (``ray_share``: the short runs' rays per step over the full budget's), as the
+    image path's EVOS trains only part of the pixels a step. This table pairs every short run with
+    the full-budget uniform run of the same (scene, seed); no lines when none has such a partner.
+    Its cost column counts rays trained (steps x rays a step) as a share of the full budget's.
 
     The two budgets ran in different processes, whose seconds do not compare (this machine's speed
     drifts by up to 40%). The time column therefore divides a short run's seconds by what the full
     budget would have taken at the per-step speed of the short run's own process's uniform run;
-    without such a uniform run it reads "n/a".
+    without such a uniform run, or when the rays a step differ (seconds then do not scale with
+    steps), it reads "n/a".
     """
     reference = {(r.scene, r.seed): r.history[-1] for r in full if r.strategy == "uniform"}
     short_uniform = {(r.scene, r.seed, r.process): r.history[-1] for r in short if r.strategy == "uniform"}
 
     def time_fraction(run, ref) -> Optional[float]:
         own = short_uniform.get((run.scene, run.seed, run.process))
-        if own is None or not own["train_seconds"]:
+        if own is None or not own["train_seconds"] or ray_share != 1.0:
             return None
         return run.history[-1]["train_seconds"] / (own["train_seconds"] * ref["step"] / own["step"])
 
@@ -413,7 +416,7 @@ def against_full_budget(short, full) -> List[str]:
     if not pairs:
         return []
     lines = [
-        "| scene | strategy | steps | training time (median; at its own process's uniform speed) | final PSNR / SSIM | "
+        "| scene | strategy | rays trained | training time (median; at its own process's uniform speed) | final PSNR / SSIM | "
         "uniform's full-budget final | "
         "ΔPSNR per seed | ΔSSIM per seed | seeds at or above it: PSNR, PSNR and SSIM |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -421,7 +424,7 @@ def against_full_budget(short, full) -> List[str]:
     for (scene, strategy), rows in pairs.items():
         dpsnr = [p.final["psnr"] - p.ref["psnr"] for p in rows]
         dssim = [p.final["ssim"] - p.ref["ssim"] for p in rows]
-        steps = statistics.median(p.final["step"] / p.ref["step"] for p in rows)
+        rays = statistics.median(ray_share * p.final["step"] / p.ref["step"] for p in rows)
         fractions = [p.time for p in rows if p.time is not None]
         seconds = f"{statistics.median(fractions):.2f}x" if fractions else "n/a"
         if fractions and len(fractions) < len(rows):
@@ -429,7 +432,7 @@ def against_full_budget(short, full) -> List[str]:
         psnr_ok = sum(d >= 0 for d in dpsnr)
         both_ok = sum(dp >= 0 and ds >= 0 for dp, ds in zip(dpsnr, dssim))
         lines.append(
-            f"| {scene} | {strategy} | {steps:.2f}x | {seconds} | "
+            f"| {scene} | {strategy} | {rays:.2f}x | {seconds} | "
             f"{fmt_spread([p.final['psnr'] for p in rows])} / {fmt_spread([p.final['ssim'] for p in rows], 3)} | "
             f"{fmt_spread([p.ref['psnr'] for p in rows])} / {fmt_spread([p.ref['ssim'] for p in rows], 3)} | "
             + ", ".join(f"s{p.seed} {d:+.2f}" for p, d in zip(rows, dpsnr)) + " | "

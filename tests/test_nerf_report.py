@@ -100,14 +100,24 @@ def test_shorter_budget_times_are_read_at_the_speed_of_their_own_process():
     assert rows["evos"].startswith("| s | evos | 0.50x | 0.55x (1/2 seeds) |")
 
 
+def test_a_half_batch_run_counts_half_the_rays_a_step_and_no_time_from_steps():
+    """1200 steps at half the rays is half the full budget's rays; its seconds do not scale by steps."""
+    report = load_script("nerf_report")
+    full = [_run(report, "s", "uniform", 0, 1200, 22.0, 0.70, 400.0)]
+    short = [_run(report, "s", "uniform", 0, 1200, 21.0, 0.65, 200.0), _run(report, "s", "evos", 0, 1200, 21.5, 0.66, 205.0)]
+    rows = {line.split(" | ")[1]: line for line in report.against_full_budget(short, full, ray_share=0.5)[2:]}
+    assert rows["evos"].startswith("| s | evos | 0.50x | n/a | 21.50 / 0.660 | 22.00 / 0.700 |")
+    assert "s0 -0.50" in rows["evos"] and "s0 -0.040" in rows["evos"] and rows["evos"].endswith("| 0/1, 0/1 |")
+
+
 def test_budget_report_refuses_references_of_another_model_and_short_runs_that_are_not_shorter(tmp_path):
     budget = load_script("budget_report")
 
-    def write(name, steps, model, scene="s"):
+    def write(name, steps, model, scene="s", rays=512):
         runs = [{"scene": scene, "strategy": "uniform", "seed": 0,
                  "history": [{"step": steps, "train_seconds": 1.0, "psnr": 20.0, "ssim": 0.5}]}]
         path = tmp_path / f"{name}.json"
-        path.write_text(json.dumps({"budget": {"steps": steps, "rays": 512, "model": model}, "runs": runs}))
+        path.write_text(json.dumps({"budget": {"steps": steps, "rays": rays, "model": model}, "runs": runs}))
         return path
 
     full, half = write("full", 1200, {"w": 1}), write("half", 600, {"w": 1})
@@ -115,8 +125,13 @@ def test_budget_report_refuses_references_of_another_model_and_short_runs_that_a
     assert "| s | uniform | 0.50x |" in (tmp_path / "t.md").read_text()
     with pytest.raises(SystemExit, match="other.json: its budget differs"):
         budget.main(budget.Args(short=[write("other", 600, {"w": 2})], full=[full]))
-    with pytest.raises(SystemExit, match="fewer steps than --full's 1200"):
+    with pytest.raises(SystemExit, match="fewer rays in all \\(steps x rays a step\\) than --full's 1200 x 512"):
         budget.main(budget.Args(short=[write("long", 1200, {"w": 1})], full=[full]))
+    # Fewer rays a step is a smaller budget too; mixed ray counts on one side have no single share.
+    budget.main(budget.Args(short=[write("narrow", 1200, {"w": 1}, rays=256)], full=[full], out=tmp_path / "n.md"))
+    assert "| s | uniform | 0.50x | n/a |" in (tmp_path / "n.md").read_text()
+    with pytest.raises(SystemExit, match="narrow_t.json: 256 rays a step, but .*half.json has 512"):
+        budget.main(budget.Args(short=[half, write("narrow_t", 1200, {"w": 1}, scene="t", rays=256)], full=[full]))
     with pytest.raises(SystemExit, match="no \\(scene, seed\\) of --short has a uniform run in --full"):
         budget.main(budget.Args(short=[half], full=[write("full_other_scene", 1200, {"w": 1}, scene="t")]))
     (tmp_path / "broken.json").write_text("{not json")
