@@ -165,8 +165,10 @@ VARIANTS = {
     "annealed-draw": {"pool_draw": "annealed"},
 }
 """Ablation suffixes: ``evos:crossover``, ``evos:step+weighted`` (joined with ``+``)."""
-NUMERIC_VARIANTS = {"ratio": "ratio", "sm-alpha": "softmining_alpha", "sm-uniform": "softmining_uniform"}
-"""Suffixes with a value: ``evos:ratio=0.3``, ``softmining:sm-alpha=0`` (sampling without the weights)."""
+NUMERIC_VARIANTS = {"ratio": "ratio", "sm-alpha": "softmining_alpha", "sm-uniform": "softmining_uniform",
+                    "sm-warmup": "softmining_warmup"}
+"""Suffixes with a value: ``evos:ratio=0.3``, ``softmining:sm-alpha=0`` (sampling without the weights),
+``softmining:sm-warmup=60`` (the official 1000 of 20000 steps, scaled to a 1200-step budget)."""
 
 
 def strategy_overrides(name: str, cfg) -> None:
@@ -186,7 +188,8 @@ def strategy_overrides(name: str, cfg) -> None:
         key, has_value, value = variant.partition("=")
         if has_value and key in NUMERIC_VARIANTS:
             try:
-                setattr(sampler, NUMERIC_VARIANTS[key], float(value))
+                attribute = NUMERIC_VARIANTS[key]
+                setattr(sampler, attribute, type(getattr(sampler, attribute))(float(value)))
             except ValueError:
                 raise ValueError(f"strategy variant {variant!r}: {value!r} is not a number") from None
         elif variant in VARIANTS:
