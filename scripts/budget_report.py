@@ -17,7 +17,7 @@ The ray analogue is a smaller batch, and runs at ``--rays 2048`` already are one
     python scripts/budget_report.py --short benchmarks/nerf_real_rays2048.json --full benchmarks/nerf_real_rays4096.json
 
 Training times of different processes compare only loosely (this machine's speed drifts); the
-step fraction is exact.
+fraction of rays trained is exact.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ console = Console()
 @dataclass
 class Args:
     short: List[Path]
-    """Result files (parts or merged) of the shorter budget."""
+    """Result files (parts or merged) of the smaller budget (one rays-a-step count among them)."""
     full: List[Path]
     """Result files of the full budget; their uniform runs are the reference."""
     out: Optional[Path] = None
