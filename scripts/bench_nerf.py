@@ -166,9 +166,12 @@ VARIANTS = {
 }
 """Ablation suffixes: ``evos:crossover``, ``evos:step+weighted`` (joined with ``+``)."""
 NUMERIC_VARIANTS = {"ratio": "ratio", "sm-alpha": "softmining_alpha", "sm-uniform": "softmining_uniform",
-                    "sm-warmup": "softmining_warmup"}
+                    "sm-warmup": "softmining_warmup", "interval": "init_interval", "end-interval": "end_interval",
+                    "refresh": "refresh_budget"}
 """Suffixes with a value: ``evos:ratio=0.3``, ``softmining:sm-alpha=0`` (sampling without the weights),
-``softmining:sm-warmup=60`` (the official 1000 of 20000 steps, scaled to a 1200-step budget)."""
+``softmining:sm-warmup=60`` (the official 1000 of 20000 steps, scaled to a 1200-step budget),
+``evos:step+interval=20+end-interval=10+refresh=410`` (re-rank five times as often, re-measuring
+as many rays per step as the default). A setting whose default is None takes an integer."""
 
 
 def strategy_overrides(name: str, cfg) -> None:
@@ -189,7 +192,8 @@ def strategy_overrides(name: str, cfg) -> None:
         if has_value and key in NUMERIC_VARIANTS:
             try:
                 attribute = NUMERIC_VARIANTS[key]
-                setattr(sampler, attribute, type(getattr(sampler, attribute))(float(value)))
+                current = getattr(sampler, attribute)
+                setattr(sampler, attribute, (int if current is None else type(current))(float(value)))
             except ValueError:
                 raise ValueError(f"strategy variant {variant!r}: {value!r} is not a number") from None
         elif variant in VARIANTS:

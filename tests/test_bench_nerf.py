@@ -137,6 +137,9 @@ def test_valued_variants_set_their_sampler_setting_and_unknown_ones_are_refused(
     assert cfg.pipeline.datamanager.pixel_sampler.ratio == 0.3
     bench.strategy_overrides("softmining:sm-warmup=60", cfg)  # a step count stays an integer
     assert type(sampler.softmining_warmup) is int and sampler.softmining_warmup == 60
+    bench.strategy_overrides("evos:step+interval=20+end-interval=10+refresh=410", cfg)
+    assert (sampler.init_interval, sampler.end_interval, sampler.refresh_budget) == (20, 10, 410)
+    assert type(sampler.refresh_budget) is int  # its default is None
     with pytest.raises(ValueError, match="unknown strategy variant 'alpha=0'"):
         bench.strategy_overrides("softmining:alpha=0", evos_nerf_config())
     with pytest.raises(ValueError, match="'sm-uniform=half': 'half' is not a number"):
