@@ -109,6 +109,9 @@ PoolDraw = Literal["uniform", "fitness", "annealed"]
 importance raised to a power that the ratio schedule takes from 1 to 0, i.e. to uniform)."""
 Importance = Callable[[Tensor], Tensor]
 """Flat indices [R] -> their sampling importance [R] (>= 0)."""
+POOL_CANDIDATES = 8
+"""Uniform candidates per member drawn by importance (``CandidatePool.sample_by``); the selector's
+``pool_candidates`` default."""
 
 
 def live_importance(store: FitnessStore, stale_correction: bool = True, power: float = 1.0) -> Importance:
@@ -223,7 +226,7 @@ class CandidatePool:
         num_mutants: int,
         generator: torch.Generator,
         importance: Optional[Importance] = None,
-        candidates: int = 8,
+        candidates: int = POOL_CANDIDATES,
     ) -> Tuple[Tensor, int]:
         """(flat indices of one batch: pool members first, then mutants; number of mutants). O(batch).
 

@@ -33,7 +33,7 @@ from evos_nerf import distributed
 from evos_nerf.core import schedules
 from evos_nerf.core.fitness_stats import summarise
 from evos_nerf.core.importance import ErrorMap, SoftMining
-from evos_nerf.core.pool import CandidatePool, Importance, PoolDraw, live_importance, rank_pixel_mask
+from evos_nerf.core.pool import POOL_CANDIDATES, CandidatePool, Importance, PoolDraw, live_importance, rank_pixel_mask
 from evos_nerf.core.selection import CrossoverMethod
 from evos_nerf.core.sharding import mutant_count, mutation_scale
 from evos_nerf.core.store import CrossoverPrior, Fitness, FitnessStore, UnvisitedPrior
@@ -113,7 +113,7 @@ class SelectorConfig:
     power (1 - r_t) / (1 - r0), so that as the ratio schedule anneals the pool toward every pixel,
     the draw inside it anneals toward uniform too (with a constant ratio it is fitness). Only with
     ``fitness`` error and without ``importance_weights``."""
-    pool_candidates: int = 8
+    pool_candidates: int = POOL_CANDIDATES
     """pool_draw fitness or annealed: uniform candidates per drawn member (cost per step; larger is closer to
     the exact proportional draw over the whole pool)."""
     importance_weights: float = 0.0
