@@ -102,6 +102,21 @@ class Chromium:
                     raise RuntimeError(f"{method}: {message['error']}")
                 return message.get("result", {})
 
+    def click_until(self, expression: str, condition: str, timeout: float, retry: float = 10.0) -> Any:
+        """Click, then poll ``condition`` (JavaScript) until it holds; returns its last value.
+
+        For page-side state only: viser sets a checkbox's value on the page at once, before the
+        server hears of it, so a click that changes nothing within ``retry`` seconds was lost (a
+        re-render between press and release, once on a loaded CI machine) and is clicked again."""
+        deadline = time.monotonic() + timeout
+        value = None
+        while time.monotonic() < deadline:
+            self.click(expression)
+            value = self.wait_for(condition, min(retry, max(deadline - time.monotonic(), 0.0)))
+            if value:
+                return value
+        return value
+
     def type_number(self, expression: str, value: float) -> None:
         """Replace the content of a number box and press Enter, as a user typing would."""
         self.click(expression)
