@@ -17,6 +17,34 @@ def test_flat_index_round_trips_across_images_of_different_sizes():
     assert cyx[20].tolist() == [1, 0, 0] and cyx[-1].tolist() == [2, 1, 6]
 
 
+def test_images_of_one_size_locate_pixels_as_the_general_path_does():
+    same = FitnessStore([(3, 5)] * 4, cameras=[7, 2, 9, 4], num_cameras=10)
+    mixed = FitnessStore([(3, 5)] * 3 + [(5, 3)], cameras=[7, 2, 9, 4], num_cameras=10)
+    assert same.image_size == 15 and mixed.image_size is None
+    flat = torch.arange(same.num_pixels)
+    assert torch.equal(same.unflatten(flat)[:45], mixed.unflatten(flat)[:45])
+    cyx = same.unflatten(flat)
+    assert torch.equal(same.flat_index(cyx[:, 0], cyx[:, 1], cyx[:, 2]), flat)
+    assert cyx[15].tolist() == [2, 0, 0] and cyx[-1].tolist() == [4, 2, 4]
+
+
+def test_a_pixel_drawn_twice_in_a_batch_keeps_its_last_error_and_the_totals_stay_exact():
+    store = FitnessStore([(2, 4)], dtype=torch.float32, track_visits=True)
+    store.fitness[7] = float("nan")  # masked
+    store.refresh_counts()
+    flat = torch.tensor([5, 1, 5, 3, 7, 5, 1])
+    errors = torch.tensor([0.1, 0.2, 0.3, float("nan"), 0.5, 0.6, 0.7])
+    assert store.update(flat, errors) == 1  # the NaN error is skipped, the masked pixel ignored
+    assert store.fitness[[1, 5]].tolist() == pytest.approx([0.7, 0.6])
+    assert store.visits.tolist() == [0, 2, 0, 0, 0, 3, 0, 0]
+    assert store.num_measured == 2 and store.epoch_count == 5
+    assert store.measured_total == pytest.approx(1.3)
+    assert store.epoch_sum == pytest.approx(0.1 + 0.2 + 0.3 + 0.6 + 0.7)
+    store.update(torch.tensor([1, 2]), torch.tensor([0.25, 0.5]))
+    assert store.num_measured == 3 and store.measured_total == pytest.approx(0.25 + 0.6 + 0.5)
+    assert math.isnan(float(store.fitness[7])) and int(store.epoch[7]) == 0
+
+
 def test_store_costs_4_bytes_per_pixel_and_5_with_selection_counts():
     plain = FitnessStore([(100, 100)] * 3)
     inspected = FitnessStore([(100, 100)] * 3, track_visits=True)

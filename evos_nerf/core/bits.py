@@ -53,4 +53,5 @@ def bits_of_indices(indices: Tensor, n: int) -> Tensor:
 def bits_at(packed: Tensor, indices: Tensor) -> Tensor:
     """Whether each entry is set: [R] bool, O(R)."""
     indices = indices.to(packed.device).long()
-    return (packed[indices >> 3] & _WEIGHTS.to(packed.device)[indices & 7]) != 0
+    # index_select, not packed[...]: advanced indexing costs 3-4x as much on the CPU (one thread).
+    return (packed.index_select(0, indices >> 3) & _WEIGHTS.to(packed.device).index_select(0, indices & 7)) != 0

@@ -198,7 +198,7 @@ class CandidatePool:
         """``count`` distinct members, uniformly (all of them when there are fewer). O(count / share)."""
         device = self.store.fitness.device
         if self.sparse_members is not None:
-            return self.sparse_members[mutate(self.size, count, None, generator, device)].long()
+            return self.sparse_members.index_select(0, mutate(self.size, count, None, generator, device)).long()
         return mutate(self.store.num_pixels, count, self._outside, generator, device, self.store.num_pixels - self.size)
 
     def sample_by(self, count: int, importance: Importance, candidates: int, generator: torch.Generator) -> Tensor:

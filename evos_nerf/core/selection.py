@@ -264,13 +264,13 @@ def _mutate_by_rejection(
         num_draws = int(math.ceil(num_mutants * oversample * num_samples / pool_size)) + 16
         draws = torch.randint(0, num_samples, (num_draws,), generator=generator, device=gen_device)
         if callable(excluded):
-            draws = draws[~excluded(draws).to(gen_device)]
+            draws = draws.masked_select(~excluded(draws).to(gen_device))
         elif excluded is not None:
             # Move the O(n) draws to the mask, never the O(N) mask to the generator.
             on_mask = draws.to(excluded.device)
-            draws = on_mask[~excluded[on_mask]].to(gen_device)
+            draws = on_mask.masked_select(~excluded.index_select(0, on_mask)).to(gen_device)
         distinct = torch.unique(draws)
         if distinct.numel() >= num_mutants:
             keep = torch.randperm(distinct.numel(), generator=generator, device=gen_device)[:num_mutants]
-            return distinct[keep]
+            return distinct.index_select(0, keep)
         oversample *= 2.0

@@ -107,6 +107,10 @@ class FitnessStore(nn.Module):
         self.register_buffer("heights", heights, persistent=False)
         self.register_buffer("widths", widths, persistent=False)
         self.register_buffer("offsets", offsets, persistent=False)
+        same = len({(int(h), int(w)) for h, w in sizes}) == 1
+        self.image_size: Optional[int] = int(heights[0] * widths[0]) if same else None
+        self.image_width: Optional[int] = int(widths[0]) if same else None
+        """Pixels and width of every image when all have one size (``locate`` then divides)."""
         self.register_buffer("fitness", torch.zeros(self.num_pixels, dtype=dtype), persistent=False)
         """Last measured per-pixel error (mean squared RGB error of its ray); NaN = masked out."""
         self.register_buffer("epoch", torch.zeros(self.num_pixels, dtype=torch.int16), persistent=False)
@@ -164,15 +168,19 @@ class FitnessStore(nn.Module):
     def locate(self, flat: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         """Flat indices -> (local image, y, x), each [R] long."""
         flat = flat.to(self.offsets.device).long()
+        if self.image_size is not None:  # one size for all: a division (searchsorted is slow on CPU)
+            local = flat // self.image_size
+            rem = flat - local * self.image_size
+            return local, rem // self.image_width, rem % self.image_width
         local = torch.searchsorted(self.offsets, flat, right=True) - 1
-        rem = flat - self.offsets[local]
-        width = self.widths[local]
+        rem = flat - self.offsets.index_select(0, local)
+        width = self.widths.index_select(0, local)
         return local, rem // width, rem % width
 
     def unflatten(self, flat: Tensor) -> Tensor:
         """Flat indices -> [R, 3] long (absolute camera, y, x)."""
         local, y, x = self.locate(flat)
-        return torch.stack([self.cameras[local], y, x], dim=-1)
+        return torch.stack([self.cameras.index_select(0, local), y, x], dim=-1)
 
     def image_range(self, local: int) -> Tuple[int, int]:
         """Flat index range [start, end) of one local image."""
@@ -207,7 +215,7 @@ class FitnessStore(nn.Module):
 
     def invalid_at(self, flat: Tensor) -> Tensor:
         """Whether each given pixel is masked out: O(R)."""
-        return torch.isnan(self.fitness[flat.to(self.fitness.device).long()])
+        return torch.isnan(self.fitness.index_select(0, flat.to(self.fitness.device).long()))
 
     def refresh_counts(self) -> None:
         """Recount valid and measured pixels and their total (after fitness or epochs were loaded wholesale)."""
@@ -301,32 +309,31 @@ class FitnessStore(nn.Module):
         flat = flat.to(self.fitness.device).long()
         error = error.detach().reshape(-1).to(self.fitness.device).float()
         finite = torch.isfinite(error)
-        skipped = int((~finite).sum())
-        keep = finite & ~torch.isnan(self.fitness[flat])
+        skipped = flat.numel() - int(finite.sum())
+        keep = finite & ~torch.isnan(self.fitness.index_select(0, flat))
         if uniform is not None:
             uniform = uniform.to(self.fitness.device).reshape(-1).bool()
             if uniform.numel() != flat.numel():
                 raise ValueError(f"{uniform.numel()} uniform-draw flags for {flat.numel()} rays")
         if not bool(keep.all()):
-            flat, error = flat[keep], error[keep]
-            uniform = uniform[keep] if uniform is not None else None
+            flat, error = flat.masked_select(keep), error.masked_select(keep)
+            uniform = uniform.masked_select(keep) if uniform is not None else None
         if self.uniform is not None and uniform is not None and bool(uniform.any()):
             self._add_uniform(flat[uniform], error[uniform])
-        if trained and self.visits is not None and flat.numel():
-            pixels, counts = torch.unique(flat, return_counts=True)
-            self.visits[pixels] = (self.visits[pixels].int() + counts).clamp_(max=VISITS_MAX).to(torch.uint8)
         if not flat.numel():
             return skipped
-        fresh = flat[self.epoch[flat] == 0]
-        if fresh.numel():
-            self.num_measured += int(torch.unique(fresh).numel())
+        pixels, last, counts = _last_writes(flat)
+        if trained and self.visits is not None:
+            seen = self.visits.index_select(0, pixels).int() + counts
+            self.visits.index_copy_(0, pixels, seen.clamp_(max=VISITS_MAX).to(torch.uint8))
+        self.num_measured += int((self.epoch.index_select(0, pixels) == 0).sum())
+        # A pixel drawn twice in a batch keeps its last error (the order the rays were given in).
         fmax = torch.finfo(self.fitness.dtype).max
-        # Duplicates in a batch: the last write wins, so take the total's change after writing.
-        pixels = torch.unique(flat)
-        before = float(self.fitness[pixels].sum(dtype=torch.float64))
-        self.fitness[flat] = error.clamp(0.0, fmax).to(self.fitness.dtype)
-        self.measured_total += float(self.fitness[pixels].sum(dtype=torch.float64)) - before
-        self.epoch[flat] = self.current_epoch
+        values = error.index_select(0, last).clamp(0.0, fmax).to(self.fitness.dtype)
+        before = float(self.fitness.index_select(0, pixels).sum(dtype=torch.float64))
+        self.fitness.index_copy_(0, pixels, values)
+        self.measured_total += float(values.sum(dtype=torch.float64)) - before
+        self.epoch.index_fill_(0, pixels, self.current_epoch)
         if trained:
             self.epoch_sum += float(error.sum(dtype=torch.float64))
             self.epoch_count += int(error.numel())
@@ -537,6 +544,19 @@ def pixel_offsets(counts: Tensor) -> Tensor:
     offsets = torch.zeros(counts.numel() + 1, dtype=torch.long)
     offsets[1:] = torch.cumsum(counts.long(), 0)
     return offsets
+
+
+def _last_writes(flat: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    """(distinct pixels ascending, the position of each one's last occurrence in ``flat``, its count).
+
+    One stable sort: the writes then touch the store in ascending order (cache-friendly) with
+    distinct indices, which ``index_copy_`` needs to be deterministic."""
+    ordered, order = torch.sort(flat, stable=True)
+    is_last = torch.ones_like(ordered, dtype=torch.bool)
+    torch.ne(ordered[1:], ordered[:-1], out=is_last[:-1])
+    ends = is_last.nonzero().squeeze(1)
+    counts = torch.diff(ends, prepend=ends.new_full((1,), -1))
+    return ordered.index_select(0, ends), order.index_select(0, ends), counts
 
 
 def fill(idx: Tensor, batch_size: int, generator: torch.Generator) -> Tensor:
