@@ -309,7 +309,7 @@ class FitnessStore(nn.Module):
         flat = flat.to(self.fitness.device).long()
         error = error.detach().reshape(-1).to(self.fitness.device).float()
         finite = torch.isfinite(error)
-        skipped = flat.numel() - int(finite.sum())
+        num_finite = finite.sum()
         keep = finite & ~torch.isnan(self.fitness.index_select(0, flat))
         if uniform is not None:
             uniform = uniform.to(self.fitness.device).reshape(-1).bool()
@@ -321,23 +321,27 @@ class FitnessStore(nn.Module):
         if self.uniform is not None and uniform is not None and bool(uniform.any()):
             self._add_uniform(flat[uniform], error[uniform])
         if not flat.numel():
-            return skipped
+            return int(finite.numel() - num_finite)
         pixels, last, counts = _last_writes(flat)
         if trained and self.visits is not None:
             seen = self.visits.index_select(0, pixels).int() + counts
             self.visits.index_copy_(0, pixels, seen.clamp_(max=VISITS_MAX).to(torch.uint8))
-        self.num_measured += int((self.epoch.index_select(0, pixels) == 0).sum())
+        fresh = (self.epoch.index_select(0, pixels) == 0).sum()
         # A pixel drawn twice in a batch keeps its last error (the order the rays were given in).
         fmax = torch.finfo(self.fitness.dtype).max
         values = error.index_select(0, last).clamp(0.0, fmax).to(self.fitness.dtype)
-        before = float(self.fitness.index_select(0, pixels).sum(dtype=torch.float64))
+        before = self.fitness.index_select(0, pixels).sum(dtype=torch.float64)
         self.fitness.index_copy_(0, pixels, values)
-        self.measured_total += float(values.sum(dtype=torch.float64)) - before
         self.epoch.index_fill_(0, pixels, self.current_epoch)
+        # Every read-out in one device-to-host copy (one wait when the store is on a GPU).
+        totals = torch.stack([num_finite.double(), fresh.double(), values.sum(dtype=torch.float64) - before,
+                              error.sum(dtype=torch.float64)]).tolist()
+        self.num_measured += int(totals[1])
+        self.measured_total += totals[2]
         if trained:
-            self.epoch_sum += float(error.sum(dtype=torch.float64))
+            self.epoch_sum += totals[3]
             self.epoch_count += int(error.numel())
-        return skipped
+        return int(finite.numel() - totals[0])
 
     def _grow_uniform(self, epochs: int) -> None:
         have = self.uniform.shape[2]
