@@ -8,6 +8,8 @@
 #   2. which device and hash-grid implementation `auto` picks there (tiny-cuda-nn or torch);
 #   3. `ns-train evos-nerf` with no flags but a step cap on a real capture (fox), then `ns-eval`:
 #      the CUDA device pick, mixed precision and checkpointing that CPU tests only mock;
+#   3b. the fitness store's per-step select + observe on the GPU and on its host, without a model
+#      (scripts/bench_store.py, a minute or two);
 #   4. the GPU benchmark preset (`--preset real_gpu`: full nerfacto, full-size images, 4096 rays),
 #      uniform against evos:step in lock-step on fern then fox, seed 0, BENCH_STEPS steps each (1200: fox
 #      plateaus there; at 2000 fox got no time on 2026-12-04),
@@ -84,6 +86,14 @@ if step ns_train 150 python3 -c "$NS_TRAIN" evos-nerf --data .gpu-data/fox --max
     && python3 -c "import json,sys; r=json.load(open(sys.argv[1]))['results']; print('    eval:', {k: round(v, 4) for k, v in r.items() if k in ('psnr', 'ssim', 'lpips', 'fps')})" \
     "$LOGS/ns/eval.json" 2>&1 | tee -a "$SUMMARY"
 fi
+
+# 3b. The sampler's own per-step cost (select + observe, 4096 rays, 10^7 pixels) with no model queued
+# ahead of it, on a CUDA store and on a host store: the benchmark's overhead timer cannot tell the
+# host-device round trips' waiting from the sampler's work (README, "On a GPU").
+for device in cuda cpu; do
+  step "store_$device" 60 python3 scripts/bench_store.py --device "$device" --sizes 1e7 --steps 200 \
+    --out "$LOGS/store" && grep '^| 1.00e+07' "$LOGS/store/store_$device.md" | sed "s/^/    $device: /" | tee -a "$SUMMARY"
+done
 
 # 4. The GPU preset, uniform against evos:step, while time is left (each scene one part).
 for scene in $BENCH_SCENES; do
