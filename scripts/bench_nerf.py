@@ -222,6 +222,8 @@ def build(spec: Dict[str, Any], scene: Path, strategy: str, seed: int, budget: B
     torch.manual_seed(seed)
     trainer = cfg.setup(local_rank=0, world_size=1)
     trainer.setup(test_mode="test")
+    # On a GPU the overhead column is then the sampler's own time, not the wait for queued kernels.
+    trainer.pipeline.datamanager.selector.exact_timers = True
     views = spec.get("test_images") or args.test_images
     if views:
         loader = trainer.pipeline.datamanager.fixed_indices_eval_dataloader

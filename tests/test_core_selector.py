@@ -1,6 +1,7 @@
 """The whole per-ray EVOS loop on hand-built errors: no nerfstudio, a fake ``measure``."""
 
 import math
+import time
 
 import pytest
 import torch
@@ -298,3 +299,47 @@ def test_annealed_draw_goes_from_proportional_at_r0_to_uniform_when_the_pool_is_
     assert selector.draw_power(99) == 0.0  # t = T: r_t = 1, a uniform draw
     assert make(total=100, pool_draw="annealed").draw_power(99) == 1.0  # a constant ratio never anneals
     assert make(total=100, pool_draw="fitness", ratio_schedule="linear").draw_power(99) == 1.0
+
+
+class QueuedDevice:
+    """A fake CUDA device: ``synchronize`` waits for whatever work is queued, then nothing is."""
+
+    def __init__(self):
+        self.queued = 0.0
+        self.calls = 0
+
+    def synchronize(self, device=None):
+        self.calls += 1
+        time.sleep(self.queued)
+        self.queued = 0.0
+
+
+@pytest.mark.parametrize("exact", [False, True])
+def test_exact_timers_leave_the_wait_for_queued_gpu_work_out_of_the_sampler_time(monkeypatch, exact):
+    """A CUDA store's first host read waits for the previous step's kernels; exact timers wait
+    before starting the clock, so the sampler's time is its own (here: far below the queued work)."""
+    device = QueuedDevice()
+    monkeypatch.setattr(torch.cuda, "synchronize", device.synchronize)
+    monkeypatch.setattr(RaySelector, "_store_on_cuda", lambda self: True)
+    selector = make()
+    selector.exact_timers = exact
+    scene = Scene(torch.rand(P, generator=torch.Generator().manual_seed(4)))
+    for step in range(12):
+        selector.maybe_evolve(step, scene.measure)
+        device.queued = 0.05  # the backward and optimizer kernels of the step before
+        sel = selector.select()
+        selector.observe(sel.flat, scene.train(sel.flat), step)
+    if exact:
+        assert device.calls >= 2 * 2 * 12  # before and after select and observe, every step
+        assert selector.selection_seconds < 0.05 * 12 / 2  # the 0.6 s queued is not the sampler's
+    else:
+        assert device.calls == 0  # no waiting added to training unless asked for
+
+
+def test_exact_timers_do_nothing_on_a_cpu_store(monkeypatch):
+    device = QueuedDevice()
+    monkeypatch.setattr(torch.cuda, "synchronize", device.synchronize)
+    selector = make()
+    selector.exact_timers = True
+    run(selector, Scene(torch.rand(P, generator=torch.Generator().manual_seed(5))), 12)
+    assert device.calls == 0 and selector.selection_seconds > 0

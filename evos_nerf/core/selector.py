@@ -21,9 +21,10 @@ from __future__ import annotations
 import math
 import re
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Callable, Dict, List, Literal, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Literal, Optional, Tuple, Union
 
 import torch
 from rich.console import Console
@@ -288,6 +289,12 @@ class RaySelector(nn.Module):
         """Time spent choosing pixels, writing fitness back and ranking (the sampler's overhead)."""
         self.refresh_seconds = 0.0
         """Time spent re-measuring stale pixels at key iterations (extra forward passes)."""
+        self.exact_timers = False
+        """On a CUDA store, wait for the GPU before and after each timed call (benchmarks set this).
+        Without it the first host read inside a call (an index copy, a count) waits for the
+        previous step's queued backward and optimizer kernels, and that wait lands in
+        ``selection_seconds``; with it the timers hold the sampler's own work, at the price of the
+        overlap between host and GPU inside the timed calls. No effect on a CPU store."""
         self.last_selection: Optional[Selection] = None
         self.skipped_errors = 0
         """Non-finite per-ray errors left out of the store (all steps)."""
@@ -296,6 +303,24 @@ class RaySelector(nn.Module):
         self.softmining = SoftMining(store, config.softmining_alpha, config.softmining_uniform, config.softmining_warmup) \
             if config.strategy == "softmining" else None
         self._softmining_built_at: Optional[int] = None
+
+    @contextmanager
+    def _timed(self, timer: str) -> Iterator[None]:
+        """Add the block's wall time to the float attribute ``timer`` (see ``exact_timers``)."""
+        self._wait_for_device()
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._wait_for_device()
+            setattr(self, timer, getattr(self, timer) + time.perf_counter() - start)
+
+    def _wait_for_device(self) -> None:
+        if self.exact_timers and self._store_on_cuda():
+            torch.cuda.synchronize(self.store.fitness.device)
+
+    def _store_on_cuda(self) -> bool:
+        return self.store.fitness.is_cuda
 
     # -- set-up ----------------------------------------------------------------------------------
     def initialise(self, images, masks=None, names=None) -> None:
@@ -365,12 +390,11 @@ class RaySelector(nn.Module):
         schedules.check_ratio("EVOS ratio", self.controls.ratio)
         schedules.check_ratio("EVOS mutation", self.controls.mutation, allow_zero=True)
         if self.softmining is not None and self._softmining_due(step):
-            start = time.perf_counter()
-            self.softmining.rebuild(self.store.corrected_fitness(
-                False, self.comm.all_reduce_sum, self.config.unvisited_prior, self.config.prior_block
-            ))
+            with self._timed("selection_seconds"):
+                self.softmining.rebuild(self.store.corrected_fitness(
+                    False, self.comm.all_reduce_sum, self.config.unvisited_prior, self.config.prior_block
+                ))
             self._softmining_built_at = step
-            self.selection_seconds += time.perf_counter() - start
         if not self.is_key(step):
             if self.statistics:
                 self.statistics["steps_since_key"] = float(step - self.last_key_step)
@@ -396,28 +420,26 @@ class RaySelector(nn.Module):
             return  # nothing measured yet: keep sampling uniformly until the next key iteration
         budget = self.batch_size if c.refresh_budget is None else c.refresh_budget
         if measure is not None and budget > 0 and c.strategy in ("evos", "topk"):
-            start = time.perf_counter()
-            stale = self.pool.stalest(budget, self.generator) if self.pool is not None else None
-            if stale is not None and stale.numel():
-                errors = measure(store.unflatten(stale).cpu())
-                self.skipped_errors += store.update(stale, errors, trained=False)
-            if c.fitness == "learnable":
-                # Probes: uniform over all valid pixels, the unbiased sample the floors are fitted on.
-                probes = store.sample_uniform(budget, self.generator)
-                errors = measure(store.unflatten(probes).cpu())
-                self.skipped_errors += store.update(
-                    probes, errors, trained=False, uniform=torch.ones_like(probes, dtype=torch.bool)
-                )
-            self.refresh_seconds += time.perf_counter() - start
-        start = time.perf_counter()
-        pool_size, _ = self.counts(step, store.num_valid)
-        members, self.balance = rank_pixel_mask(
-            store, pool_size, c.strategy, self.generator, c.crossover, c.stale_correction,
-            c.unvisited_prior, c.prior_block, self.comm.all_reduce_sum, c.fitness, c.crossover_prior, c.shrinkage,
-        )
-        self._set_pool(CandidatePool(store, members))
-        self.pool_ratio = self.controls.ratio
-        self.selection_seconds += time.perf_counter() - start
+            with self._timed("refresh_seconds"):
+                stale = self.pool.stalest(budget, self.generator) if self.pool is not None else None
+                if stale is not None and stale.numel():
+                    errors = measure(store.unflatten(stale).cpu())
+                    self.skipped_errors += store.update(stale, errors, trained=False)
+                if c.fitness == "learnable":
+                    # Probes: uniform over all valid pixels, the unbiased sample the floors are fitted on.
+                    probes = store.sample_uniform(budget, self.generator)
+                    errors = measure(store.unflatten(probes).cpu())
+                    self.skipped_errors += store.update(
+                        probes, errors, trained=False, uniform=torch.ones_like(probes, dtype=torch.bool)
+                    )
+        with self._timed("selection_seconds"):
+            pool_size, _ = self.counts(step, store.num_valid)
+            members, self.balance = rank_pixel_mask(
+                store, pool_size, c.strategy, self.generator, c.crossover, c.stale_correction,
+                c.unvisited_prior, c.prior_block, self.comm.all_reduce_sum, c.fitness, c.crossover_prior, c.shrinkage,
+            )
+            self._set_pool(CandidatePool(store, members))
+            self.pool_ratio = self.controls.ratio
 
     def _set_pool(self, pool: Optional[CandidatePool]) -> None:
         self.pool = pool
@@ -427,9 +449,8 @@ class RaySelector(nn.Module):
 
     def select(self, batch_size: Optional[int] = None) -> Selection:
         """This step's rays. O(batch) for every strategy but softmining's periodic rebuild."""
-        start = time.perf_counter()
-        selection = self._select(self.batch_size if batch_size is None else int(batch_size))
-        self.selection_seconds += time.perf_counter() - start
+        with self._timed("selection_seconds"):
+            selection = self._select(self.batch_size if batch_size is None else int(batch_size))
         self.last_selection = selection
         return selection
 
@@ -495,12 +516,11 @@ class RaySelector(nn.Module):
 
         ``uniform``: the selection's uniform-draw flags (``Selection.uniform``), which the
         learnable-error fitness needs; None counts no ray as uniformly drawn."""
-        start = time.perf_counter()
-        skipped = self.store.update(flat, errors, trained=trained, uniform=uniform)
-        if self.errormap is not None and trained:
-            self.errormap.observe(flat, errors)
+        with self._timed("selection_seconds"):
+            skipped = self.store.update(flat, errors, trained=trained, uniform=uniform)
+            if self.errormap is not None and trained:
+                self.errormap.observe(flat, errors)
         self.skipped_errors += skipped
-        self.selection_seconds += time.perf_counter() - start
         return skipped
 
     # -- read-outs -------------------------------------------------------------------------------

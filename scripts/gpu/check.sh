@@ -11,9 +11,10 @@
 #   3b. the fitness store's per-step select + observe on the GPU and on its host, without a model
 #      (scripts/bench_store.py, a minute or two);
 #   4. the GPU benchmark preset (`--preset real_gpu`: full nerfacto, full-size images, 4096 rays),
-#      uniform against evos:step in lock-step on fern then fox, seed 0, BENCH_STEPS steps each (1200: fox
+#      uniform against evos:step in lock-step on BENCH_SCENES, seed BENCH_SEED (0), BENCH_STEPS steps each (1200: fox
 #      plateaus there; at 2000 fox got no time on 2026-12-04),
-#      as long as the time left allows: timings and the sampler's overhead on a GPU.
+#      as long as the time left allows: timings and the sampler's overhead on a GPU (the benchmark's
+#      sampler timers wait for the GPU before and after each call: RaySelector.exact_timers).
 # Everything lands in $OUT (the tool returns at most 8 files): summary.txt, logs.tgz and each
 # benchmark part's .md and .json. Not checked: NCCL. The machine has one GPU, NCCL refuses two ranks
 # on one device, and on one rank EVOS's collectives are no-ops (evos_nerf/distributed.py), so a
@@ -25,6 +26,7 @@ NS_STEPS=${NS_STEPS:-300}
 BENCH_STEPS=${BENCH_STEPS:-1200}
 BENCH_EVALS=${BENCH_EVALS:-5}
 BENCH_SCENES=${BENCH_SCENES:-fern fox}
+BENCH_SEED=${BENCH_SEED:-0}
 DEADLINE=${DEADLINE:-560}   # seconds after start by which everything must have stopped
 export PYTHONUNBUFFERED=1 PYTHONWARNINGS=ignore
 mkdir -p "$OUT"
@@ -77,8 +79,8 @@ print("device", torch.cuda.get_device_name(0), "| tinycudann importable:", tcnn_
       "| auto picks:", choose_implementation("cuda"))
 EOF
 
-# 3. The user's command on CUDA with no device flags, then ns-eval of what it saved.
-if step ns_train 150 python3 -c "$NS_TRAIN" evos-nerf --data .gpu-data/fox --max-num-iterations "$NS_STEPS" \
+# 3. The user's command on CUDA with no device flags, then ns-eval of what it saved (NS_STEPS=0 skips it).
+if [ "$NS_STEPS" -gt 0 ] && step ns_train 150 python3 -c "$NS_TRAIN" evos-nerf --data .gpu-data/fox --max-num-iterations "$NS_STEPS" \
      --vis tensorboard --output-dir "$LOGS/ns" --timestamp gpu; then
   config=$(find "$LOGS/ns" -name config.yml | head -n 1)
   grep -E "device_type|mixed_precision|implementation" "$config" | sed 's/^/    config: /' | tee -a "$SUMMARY"
@@ -99,8 +101,8 @@ done
 for scene in $BENCH_SCENES; do
   budget=$(( $(left) - 20 ))
   if [ "$budget" -lt 90 ]; then say "bench $scene: skipped, $budget s left"; continue; fi
-  step "bench_$scene" "$budget" python3 scripts/bench_nerf.py --preset real_gpu --scenes "$scene" --seeds 0 \
+  step "bench_$scene" "$budget" python3 scripts/bench_nerf.py --preset real_gpu --scenes "$scene" --seeds "$BENCH_SEED" \
     --strategies uniform evos:step --steps "$BENCH_STEPS" --evals "$BENCH_EVALS" --shared .gpu-data \
-    --out "$LOGS/bench" --work "$LOGS/bench-work" --name "gpu_${scene}_s0_steps${BENCH_STEPS}" \
-    && cp "$LOGS/bench/gpu_${scene}_s0_steps${BENCH_STEPS}".{md,json} "$OUT/"
+    --out "$LOGS/bench" --work "$LOGS/bench-work" --name "gpu_${scene}_s${BENCH_SEED}_steps${BENCH_STEPS}" \
+    && cp "$LOGS/bench/gpu_${scene}_s${BENCH_SEED}_steps${BENCH_STEPS}".{md,json} "$OUT/"
 done
