@@ -48,6 +48,10 @@ class Args:
     """Share of pixels measured before the timed key iteration (written over three epochs)."""
     steps: int = 50
     """Timed per-step selections (select + observe)."""
+    profile: int = 0
+    """Then profile this many more steps with torch.profiler and write the op table to
+    ``store_<device>_<size>_profile.txt``: on a CUDA store, the kernel launches and host reads
+    (``aten::item``, ``aten::nonzero``, device-to-host ``aten::copy_``) its per-step time is made of."""
     note: str = ""
     """Conditions to record in the table (e.g. other processes sharing the CPU)."""
     out: Path = ROOT / "benchmarks"
@@ -139,6 +143,8 @@ def measure(label: str, args: Args) -> Dict:
         sel = selector.select()
         selector.observe(sel.flat, torch.rand(sel.flat.numel(), generator=gen), step)
         per_step.append(time.perf_counter() - start)
+    if args.profile:
+        _profile_steps(selector, gen, key_steps[-1] + 1 + args.steps, args, f"{device.type}_{label.replace('/', 'of')}")
     last = timings[-1]
     return {
         "label": label,
@@ -160,6 +166,21 @@ def measure(label: str, args: Args) -> Dict:
     }
 
 
+def _profile_steps(selector, gen: torch.Generator, first: int, args: Args, name: str) -> None:
+    from torch.profiler import ProfilerActivity, profile
+
+    from evos_nerf.io import write_text
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if selector.store.fitness.is_cuda else [])
+    with profile(activities=activities) as prof:
+        for step in range(first, first + args.profile):
+            selector.maybe_evolve(step)
+            sel = selector.select()
+            selector.observe(sel.flat, torch.rand(sel.flat.numel(), generator=gen), step)
+    table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=40)
+    write_text(args.out / f"store_{name}_profile.txt", f"{args.profile} steps of select + observe\n\n{table}\n")
+
+
 def main(args: Args) -> None:
     if args.worker:
         print("RESULT " + json.dumps(measure(args.worker, args)), flush=True)
@@ -169,7 +190,8 @@ def main(args: Args) -> None:
         if label not in LABELS:
             raise SystemExit(f"error: unknown size {label!r}; expected one of {', '.join(LABELS)}")
         cmd = [sys.executable, __file__, "--worker", label, "--device", args.device, "--batch", str(args.batch),
-               "--ratio", str(args.ratio), "--measured-share", str(args.measured_share), "--steps", str(args.steps)]
+               "--ratio", str(args.ratio), "--measured-share", str(args.measured_share), "--steps", str(args.steps),
+               "--profile", str(args.profile), "--out", str(args.out)]
         result = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ))
         lines = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]
         if result.returncode != 0 or not lines:

@@ -8,10 +8,12 @@
 #   2. which device and hash-grid implementation `auto` picks there (tiny-cuda-nn or torch);
 #   3. `ns-train evos-nerf` with no flags but a step cap on a real capture (fox), then `ns-eval`:
 #      the CUDA device pick, mixed precision and checkpointing that CPU tests only mock;
-#   3b. the fitness store's per-step select + observe on the GPU and on its host, without a model
-#      (scripts/bench_store.py, a minute or two);
+#   3b. the fitness store's per-step select + observe on the GPU and on its host, without a model,
+#      then 30 more steps under torch.profiler (scripts/bench_store.py, half a minute each): on
+#      2026-12-04 a CUDA store took 2.9 ms a step against 1.9 ms on the host, so the op table says
+#      which launches and host reads to cut;
 #   4. the GPU benchmark preset (`--preset real_gpu`: full nerfacto, full-size images, 4096 rays),
-#      uniform against evos:step in lock-step on BENCH_SCENES, seed BENCH_SEED (0), BENCH_STEPS steps each (1200: fox
+#      uniform against evos:step in lock-step on each scene:seed of BENCH_RUNS, BENCH_STEPS steps each (1200: fox
 #      plateaus there; at 2000 fox got no time on 2026-12-04),
 #      as long as the time left allows: timings and the sampler's overhead on a GPU (the benchmark's
 #      sampler timers wait for the GPU before and after each call: RaySelector.exact_timers).
@@ -25,8 +27,8 @@ OUT=${OUT:-/tmp/evos-gpu-out}
 NS_STEPS=${NS_STEPS:-300}
 BENCH_STEPS=${BENCH_STEPS:-1200}
 BENCH_EVALS=${BENCH_EVALS:-5}
-BENCH_SCENES=${BENCH_SCENES:-fern fox}
-BENCH_SEED=${BENCH_SEED:-0}
+# scene:seed pairs, in order. Run so far: fern 0 (2000 steps), 1, 2; fox 0, 1 (benchmarks/gpu/).
+BENCH_RUNS=${BENCH_RUNS:-fox:2 fern:3}
 DEADLINE=${DEADLINE:-560}   # seconds after start by which everything must have stopped
 export PYTHONUNBUFFERED=1 PYTHONWARNINGS=ignore
 mkdir -p "$OUT"
@@ -47,7 +49,7 @@ step() {
 }
 left() { echo $((DEADLINE - SECONDS)); }
 finish() {
-  (cd "$LOGS" && find . \( -name '*.log' -o -name '*.json' -o -name '*.md' -o -name '*.png' -o -name 'config.yml' \) \
+  (cd "$LOGS" && find . \( -name '*.log' -o -name '*.json' -o -name '*.md' -o -name '*.png' -o -name '*_profile.txt' -o -name 'config.yml' \) \
      -size -4M -print0 | tar -czf "$OUT/logs.tgz" --null -T -) 2>/dev/null
   say "done; logs in logs.tgz"
 }
@@ -93,16 +95,17 @@ fi
 # ahead of it, on a CUDA store and on a host store: the benchmark's overhead timer cannot tell the
 # host-device round trips' waiting from the sampler's work (README, "On a GPU").
 for device in cuda cpu; do
-  step "store_$device" 60 python3 scripts/bench_store.py --device "$device" --sizes 1e7 --steps 200 \
+  step "store_$device" 60 python3 scripts/bench_store.py --device "$device" --sizes 1e7 --steps 200 --profile 30 \
     --out "$LOGS/store" && grep '^| 1.00e+07' "$LOGS/store/store_$device.md" | sed "s/^/    $device: /" | tee -a "$SUMMARY"
 done
 
 # 4. The GPU preset, uniform against evos:step, while time is left (each scene one part).
-for scene in $BENCH_SCENES; do
+for run in $BENCH_RUNS; do
+  scene=${run%%:*} seed=${run##*:}
   budget=$(( $(left) - 20 ))
-  if [ "$budget" -lt 90 ]; then say "bench $scene: skipped, $budget s left"; continue; fi
-  step "bench_$scene" "$budget" python3 scripts/bench_nerf.py --preset real_gpu --scenes "$scene" --seeds "$BENCH_SEED" \
+  if [ "$budget" -lt 90 ]; then say "bench $scene seed $seed: skipped, $budget s left"; continue; fi
+  step "bench_${scene}_s$seed" "$budget" python3 scripts/bench_nerf.py --preset real_gpu --scenes "$scene" --seeds "$seed" \
     --strategies uniform evos:step --steps "$BENCH_STEPS" --evals "$BENCH_EVALS" --shared .gpu-data \
-    --out "$LOGS/bench" --work "$LOGS/bench-work" --name "gpu_${scene}_s${BENCH_SEED}_steps${BENCH_STEPS}" \
-    && cp "$LOGS/bench/gpu_${scene}_s${BENCH_SEED}_steps${BENCH_STEPS}".{md,json} "$OUT/"
+    --out "$LOGS/bench" --work "$LOGS/bench-work" --name "gpu_${scene}_s${seed}_steps${BENCH_STEPS}" \
+    && cp "$LOGS/bench/gpu_${scene}_s${seed}_steps${BENCH_STEPS}".{md,json} "$OUT/"
 done
