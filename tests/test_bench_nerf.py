@@ -140,6 +140,8 @@ def test_valued_variants_set_their_sampler_setting_and_unknown_ones_are_refused(
     bench.strategy_overrides("evos:step+interval=20+end-interval=10+refresh=410", cfg)
     assert (sampler.init_interval, sampler.end_interval, sampler.refresh_budget) == (20, 10, 410)
     assert type(sampler.refresh_budget) is int  # its default is None
+    bench.strategy_overrides("evos:step+block=32", cfg)
+    assert type(sampler.prior_block) is int and sampler.prior_block == 32
     with pytest.raises(ValueError, match="unknown strategy variant 'alpha=0'"):
         bench.strategy_overrides("softmining:alpha=0", evos_nerf_config())
     with pytest.raises(ValueError, match="'sm-uniform=half': 'half' is not a number"):
