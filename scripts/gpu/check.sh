@@ -92,8 +92,8 @@ if [ "$NS_STEPS" -gt 0 ] && step ns_train 150 python3 -c "$NS_TRAIN" evos-nerf -
 fi
 
 # 3b. The sampler's own per-step cost (select + observe, 4096 rays, 10^7 pixels) with no model queued
-# ahead of it, on a CUDA store and on a host store: the benchmark's overhead timer cannot tell the
-# host-device round trips' waiting from the sampler's work (README, "On a GPU").
+# ahead of it, on a CUDA store and on a host store, then a profile of 30 steps: which launches and
+# host reads make up the CUDA store's per-step time (README, "Fitness store at scale").
 for device in cuda cpu; do
   step "store_$device" 60 python3 scripts/bench_store.py --device "$device" --sizes 1e7 --steps 200 --profile 30 \
     --out "$LOGS/store" && grep '^| 1.00e+07' "$LOGS/store/store_$device.md" | sed "s/^/    $device: /" | tee -a "$SUMMARY"
