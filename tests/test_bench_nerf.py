@@ -142,6 +142,8 @@ def test_valued_variants_set_their_sampler_setting_and_unknown_ones_are_refused(
     assert type(sampler.refresh_budget) is int  # its default is None
     bench.strategy_overrides("evos:step+block=32", cfg)
     assert type(sampler.prior_block) is int and sampler.prior_block == 32
+    bench.strategy_overrides("evos:step+block=4+levels=3", cfg)
+    assert sampler.prior_blocks == (4, 8, 16)
     with pytest.raises(ValueError, match="unknown strategy variant 'alpha=0'"):
         bench.strategy_overrides("softmining:alpha=0", evos_nerf_config())
     with pytest.raises(ValueError, match="'sm-uniform=half': 'half' is not a number"):

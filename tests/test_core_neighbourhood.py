@@ -92,3 +92,45 @@ def test_shrinkage_ranks_a_uniformly_hard_block_above_a_lone_outlier():
         members = set(pool.tolist())
         assert (9 in members) == has_outlier, shrinkage
         assert len(members - hard_block - {9}) == 0
+
+
+def test_hierarchy_shrinks_a_fine_block_toward_its_coarser_block_not_the_image():
+    """4x4 image, blocks 1 and 2 px: pixel (0, 0) is measured at 1.0 and (3, 3) at 0.0. The
+    never-measured pixel (0, 1) takes the top-left 2x2 block's estimate, not the image's mean."""
+    fitness = torch.zeros(16)
+    measured = torch.zeros(16, dtype=torch.bool)
+    fitness[0], measured[[0, 15]] = 1.0, True
+    est = _estimate(fitness, measured, [(4, 4)], global_mean=0.5, block=(1, 2)).view(4, 4)
+    image_mean = (1.0 + 0.0 + 0.5) / 3
+    top_left = (1.0 + image_mean) / 2  # one measurement + one pseudo-observation at the image mean
+    bottom_right = (0.0 + image_mean) / 2
+    assert torch.isclose(est[0, 0], torch.tensor((1.0 + top_left) / 2))  # measured: own value + parent
+    assert torch.isclose(est[0, 1], torch.tensor(top_left))  # empty fine block: its parent's estimate
+    assert torch.isclose(est[2, 2], torch.tensor(bottom_right))
+    assert torch.isclose(est[0, 3], torch.tensor(image_mean))  # empty parent: the image mean
+
+
+def test_one_level_hierarchy_is_the_plain_block_estimate_and_borders_line_up():
+    gen = torch.Generator().manual_seed(0)
+    fitness = torch.rand(7 * 11, generator=gen)
+    measured = torch.rand(7 * 11, generator=gen) < 0.3
+    plain = _estimate(fitness, measured, [(7, 11)], global_mean=0.2, block=2)
+    assert torch.equal(_estimate(fitness, measured, [(7, 11)], global_mean=0.2, block=(2,)), plain)
+    # A coarse level of one block per image adds one more shrinkage step toward the image mean.
+    deep = _estimate(fitness, measured, [(7, 11)], global_mean=0.2, block=(2, 16)).view(7, 11)
+    image_mean = (float(fitness[measured].sum()) + 0.2) / (int(measured.sum()) + 1)
+    coarse = (float(fitness[measured].sum()) + image_mean) / (int(measured.sum()) + 1)
+    grid, seen = fitness.view(7, 11), measured.view(7, 11).float()
+    corner = ((grid[6:, 10:] * seen[6:, 10:]).sum() + coarse) / (seen[6:, 10:].sum() + 1)  # 1x1 border block
+    assert torch.isclose(deep[6, 10], corner)
+
+
+def test_block_sizes_must_grow_by_whole_multiples():
+    import pytest
+
+    from evos_nerf.core.neighbourhood import block_sizes
+
+    assert block_sizes(8) == (8,) and block_sizes([4, 8, 16]) == (4, 8, 16)
+    for bad in ([4, 6], [8, 8], [0], []):
+        with pytest.raises(ValueError, match="block sizes"):
+            block_sizes(bad)

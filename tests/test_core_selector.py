@@ -343,3 +343,18 @@ def test_exact_timers_do_nothing_on_a_cpu_store(monkeypatch):
     selector.exact_timers = True
     run(selector, Scene(torch.rand(P, generator=torch.Generator().manual_seed(5))), 12)
     assert device.calls == 0 and selector.selection_seconds > 0
+
+
+@pytest.mark.parametrize("strategy", ["evos", "softmining"])
+def test_prior_levels_reach_the_ranking_as_a_hierarchy_of_blocks(strategy):
+    selector = make(strategy, prior_block=2, prior_levels=3)
+    seen = []
+    ranking_scores = selector.store.ranking_scores
+
+    def spy(*args, **kwargs):
+        seen.append(args[3])  # prior_block, positional in every caller
+        return ranking_scores(*args, **kwargs)
+
+    selector.store.ranking_scores = spy
+    run(selector, Scene(torch.rand(P, generator=torch.Generator().manual_seed(2))), 12)
+    assert seen and set(seen) == {(2, 4, 8)}

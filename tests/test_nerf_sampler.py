@@ -82,7 +82,8 @@ def test_variable_resolution_batches_gather_from_the_right_camera():
 
 def test_bad_sampler_settings_are_named():
     for kwargs, name in (({"ratio": 1.5}, "ratio"), ({"mutation": -0.1}, "mutation"),
-                         ({"prior_block": 0}, "prior-block"), ({"refresh_budget": -1}, "refresh-budget"),
+                         ({"prior_block": 0}, "prior-block"), ({"prior_levels": 0}, "prior-levels"),
+                         ({"refresh_budget": -1}, "refresh-budget"),
                          ({"is_equirectangular": True}, "is-equirectangular"),
                          ({"fisheye_crop_radius": 0.5}, "fisheye-crop-radius")):
         with pytest.raises(UserInputError, match=name):

@@ -27,6 +27,7 @@ from torch import Tensor
 
 from evos_nerf.core.bits import bits_at, bits_of_indices, num_bytes, pack_bits, unpack_bits
 from evos_nerf.core.selection import CrossoverMethod, mutate, unordered_crossover_mask
+from evos_nerf.core.neighbourhood import Blocks
 from evos_nerf.core.store import CrossoverPrior, Fitness, FitnessStore, ReduceSum, UnvisitedPrior, _identity, fill
 from evos_nerf.core.threshold import top_k_mask
 
@@ -52,7 +53,7 @@ def rank_pixel_mask(
     crossover_method: CrossoverMethod = "select",
     stale_correction: bool = True,
     unvisited_prior: UnvisitedPrior = "neighbourhood",
-    prior_block: int = 16,
+    prior_block: Blocks = 16,
     reduce_sum: ReduceSum = _identity,
     fitness: Fitness = "error",
     crossover_prior: CrossoverPrior = "edges",

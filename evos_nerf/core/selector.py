@@ -97,7 +97,11 @@ class SelectorConfig:
     """Fitness of never-visited pixels: neighbourhood (their measured block neighbours, shrunk
     toward their image's mean) or mean (the global mean error)."""
     prior_block: int = 16
-    """Block size in pixels for the neighbourhood prior."""
+    """Block size in pixels for the neighbourhood prior (its finest, with ``prior_levels`` > 1)."""
+    prior_levels: int = 1
+    """Levels of the neighbourhood prior: 1 shrinks each block toward its image's mean; L > 1 shrinks
+    it toward the block twice its size, that one toward the next, and so on for L sizes
+    (``evos_nerf.core.neighbourhood``), so that a fine block stays safe where measurements are sparse."""
     shrinkage: float = 0.0
     """Pseudo-observations k at a visited pixel's prior (its block's estimate with the neighbourhood
     prior, the global mean with the mean prior) blended with its one cached error: (e + k B) / (1 + k).
@@ -145,6 +149,11 @@ class SelectorConfig:
     seed: Optional[int] = None
     """Selection RNG seed; None uses the trainer's --machine.seed (+ rank)."""
 
+    @property
+    def prior_blocks(self) -> Tuple[int, ...]:
+        """The neighbourhood prior's block sizes, fine to coarse."""
+        return tuple(self.prior_block * 2**level for level in range(self.prior_levels))
+
     def validate(self, prefix: str = "") -> "SelectorConfig":
         """One line naming the flag for every out-of-range setting."""
         schedules.check_ratio(f"{prefix}ratio", self.ratio)
@@ -153,8 +162,8 @@ class SelectorConfig:
             schedules.check_ratio(f"{prefix}end-mutation", self.end_mutation, allow_zero=True)
         for name in ("errormap_uniform", "softmining_uniform"):
             schedules.check_ratio(prefix + name.replace("_", "-"), getattr(self, name), allow_zero=True)
-        positive = ("init_interval", "end_interval", "prior_block", "errormap_window", "softmining_refresh",
-                    "pool_candidates")
+        positive = ("init_interval", "end_interval", "prior_block", "prior_levels", "errormap_window",
+                    "softmining_refresh", "pool_candidates")
         for name in positive:
             if getattr(self, name) < 1:
                 raise UserInputError(f"{prefix}{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
@@ -392,7 +401,7 @@ class RaySelector(nn.Module):
         if self.softmining is not None and self._softmining_due(step):
             with self._timed("selection_seconds"):
                 self.softmining.rebuild(self.store.corrected_fitness(
-                    False, self.comm.all_reduce_sum, self.config.unvisited_prior, self.config.prior_block
+                    False, self.comm.all_reduce_sum, self.config.unvisited_prior, self.config.prior_blocks
                 ))
             self._softmining_built_at = step
         if not self.is_key(step):
@@ -436,7 +445,7 @@ class RaySelector(nn.Module):
             pool_size, _ = self.counts(step, store.num_valid)
             members, self.balance = rank_pixel_mask(
                 store, pool_size, c.strategy, self.generator, c.crossover, c.stale_correction,
-                c.unvisited_prior, c.prior_block, self.comm.all_reduce_sum, c.fitness, c.crossover_prior, c.shrinkage,
+                c.unvisited_prior, c.prior_blocks, self.comm.all_reduce_sum, c.fitness, c.crossover_prior, c.shrinkage,
             )
             self._set_pool(CandidatePool(store, members))
             self.pool_ratio = self.controls.ratio

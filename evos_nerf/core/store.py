@@ -41,7 +41,7 @@ from torch import Tensor, nn
 from evos_nerf.core.contrast import ssim_sensitivity
 from evos_nerf.core.laplacian import laplacian_squared
 from evos_nerf.core.learnable import fit_floors, learnable_error
-from evos_nerf.core.neighbourhood import fill_unmeasured, shrink_toward
+from evos_nerf.core.neighbourhood import Blocks, fill_unmeasured, shrink_toward
 from evos_nerf.core.selection import mutate
 
 Fitness = Literal["error", "learnable", "relative"]
@@ -422,7 +422,7 @@ class FitnessStore(nn.Module):
         stale_correction: bool,
         reduce_sum: ReduceSum = _identity,
         unvisited_prior: UnvisitedPrior = "neighbourhood",
-        prior_block: int = 16,
+        prior_block: Blocks = 16,
         with_edges: bool = False,
         fitness: Fitness = "error",
         second_parent: CrossoverPrior = "edges",
@@ -502,7 +502,7 @@ class FitnessStore(nn.Module):
         stale_correction: bool,
         reduce_sum: ReduceSum = _identity,
         unvisited_prior: UnvisitedPrior = "neighbourhood",
-        prior_block: int = 16,
+        prior_block: Blocks = 16,
         fitness: Fitness = "error",
     ) -> Tensor:
         """[P] float32 fitness as of now (stale errors rescaled, never-visited pixels estimated); -inf where masked."""
