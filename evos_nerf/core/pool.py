@@ -26,8 +26,8 @@ import torch
 from torch import Tensor
 
 from evos_nerf.core.bits import bits_at, bits_of_indices, num_bytes, pack_bits, unpack_bits
-from evos_nerf.core.selection import CrossoverMethod, mutate, unordered_crossover_mask
 from evos_nerf.core.neighbourhood import Blocks
+from evos_nerf.core.selection import CrossoverMethod, mutate, unordered_crossover_mask
 from evos_nerf.core.store import CrossoverPrior, Fitness, FitnessStore, ReduceSum, UnvisitedPrior, _identity, fill
 from evos_nerf.core.threshold import top_k_mask
 

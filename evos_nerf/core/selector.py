@@ -101,7 +101,8 @@ class SelectorConfig:
     prior_levels: int = 1
     """Levels of the neighbourhood prior: 1 shrinks each block toward its image's mean; L > 1 shrinks
     it toward the block twice its size, that one toward the next, and so on for L sizes
-    (``evos_nerf.core.neighbourhood``), so that a fine block stays safe where measurements are sparse."""
+    (``evos_nerf.core.neighbourhood``), so that a sparse fine block falls back to its neighbourhood
+    (an ablation: not sooner than one 16 px level at every density, README)."""
     shrinkage: float = 0.0
     """Pseudo-observations k at a visited pixel's prior (its block's estimate with the neighbourhood
     prior, the global mean with the mean prior) blended with its one cached error: (e + k B) / (1 + k).
