@@ -163,6 +163,7 @@ VARIANTS = {
     "smooth-crossover": {"crossover": "select", "crossover_prior": "smooth"},
     "fitness-draw": {"pool_draw": "fitness"},
     "annealed-draw": {"pool_draw": "annealed"},
+    "fitted-prior": {"prior_strength": "fitted"},
 }
 """Ablation suffixes: ``evos:crossover``, ``evos:step+weighted`` (joined with ``+``)."""
 NUMERIC_VARIANTS = {"ratio": "ratio", "sm-alpha": "softmining_alpha", "sm-uniform": "softmining_uniform",
@@ -172,7 +173,8 @@ NUMERIC_VARIANTS = {"ratio": "ratio", "sm-alpha": "softmining_alpha", "sm-unifor
 ``softmining:sm-warmup=60`` (the official 1000 of 20000 steps, scaled to a 1200-step budget),
 ``evos:step+interval=20+end-interval=10+refresh=410`` (re-rank five times as often, re-measuring
 as many rays per step as the default), ``evos:step+block=32`` (the neighbourhood prior's block
-size), ``evos:step+block=4+levels=3`` (a 4 / 8 / 16 px hierarchy of blocks). A setting whose default
+size), ``evos:step+block=4+levels=3`` (a 4 / 8 / 16 px hierarchy of blocks), ``evos:step+block=8+fitted-prior``
+(its strength fitted per image and level). A setting whose default
 is None takes an integer."""
 
 

@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 
+from evos_nerf.core.neighbourhood import BlockPrior
 from evos_nerf.nerfstudio.presets import Budget
 from evos_nerf.scene import make_scene
 from script_modules import load_script
@@ -143,7 +144,10 @@ def test_valued_variants_set_their_sampler_setting_and_unknown_ones_are_refused(
     bench.strategy_overrides("evos:step+block=32", cfg)
     assert type(sampler.prior_block) is int and sampler.prior_block == 32
     bench.strategy_overrides("evos:step+block=4+levels=3", cfg)
-    assert sampler.prior_blocks == (4, 8, 16)
+    assert sampler.neighbourhood_prior.sizes == (4, 8, 16)
+    fresh = evos_nerf_config()
+    bench.strategy_overrides("evos:step+block=8+fitted-prior", fresh)
+    assert fresh.pipeline.datamanager.pixel_sampler.neighbourhood_prior == BlockPrior((8,), "fitted")
     with pytest.raises(ValueError, match="unknown strategy variant 'alpha=0'"):
         bench.strategy_overrides("softmining:alpha=0", evos_nerf_config())
     with pytest.raises(ValueError, match="'sm-uniform=half': 'half' is not a number"):

@@ -1,8 +1,8 @@
+import pytest
 import torch
 
+from evos_nerf.core.neighbourhood import BlockPrior, neighbourhood_estimate
 from evos_nerf.core.pool import rank_pixels
-
-from evos_nerf.core.neighbourhood import neighbourhood_estimate
 from evos_nerf.core.store import FitnessStore, pixel_offsets
 
 
@@ -126,11 +126,69 @@ def test_one_level_hierarchy_is_the_plain_block_estimate_and_borders_line_up():
 
 
 def test_block_sizes_must_grow_by_whole_multiples():
-    import pytest
-
     from evos_nerf.core.neighbourhood import block_sizes
 
     assert block_sizes(8) == (8,) and block_sizes([4, 8, 16]) == (4, 8, 16)
     for bad in ([4, 6], [8, 8], [0], []):
         with pytest.raises(ValueError, match="block sizes"):
             block_sizes(bad)
+
+
+def _balanced_blocks(spread: float, noise: float) -> torch.Tensor:
+    """A 4x4 image of 2x2 blocks with means 1.5 +- spread * (1.5, 0.5) and +-noise inside each block."""
+    means = (torch.tensor([[0.0, 1.0], [2.0, 3.0]]) - 1.5) * spread + 1.5
+    pattern = torch.tensor([[1.0, -1.0], [-1.0, 1.0]]) * noise
+    return (means[:, None, :, None] + pattern[None, :, None, :]).reshape(-1)
+
+
+def test_fitted_pseudo_count_is_the_ratio_of_noise_to_block_spread():
+    """Balanced 2x2 blocks, all measured: sigma^2 = 16 d^2 / 12 from the within-block residuals, and
+    the between-block sum 4 * sum (m_b - 1.5)^2 = 20 s^2 exceeds 3 sigma^2 by tau^2 (16 - 64 / 16)."""
+    from evos_nerf.core.neighbourhood import FITTED_RANGE, block_estimate, block_sums, fitted_pseudo_count
+
+    def fitted(spread, noise):
+        values = _balanced_blocks(spread, noise)
+        seen = torch.ones(16)
+        sums = [block_sums(v, 4, 4, 2) for v in (values, seen, values * values)]
+        return fitted_pseudo_count(*sums, values.sum().view(1, 1), torch.full((1, 1), 16.0), 2)
+
+    sigma2 = 16 / 12
+    assert fitted(1.0, 1.0) == pytest.approx(sigma2 / ((20 - 3 * sigma2) / 12))  # = 1
+    assert fitted(2.0, 1.0) == pytest.approx(sigma2 / ((80 - 3 * sigma2) / 12))
+    assert fitted(0.0, 1.0) == FITTED_RANGE[1]  # blocks no different from the image: trust the image
+    assert fitted(1.0, 0.0) == FITTED_RANGE[0]  # no noise inside blocks: trust each block
+    # With k = 1 the fitted estimate is the fixed prior's, bit for bit.
+    values, seen = _balanced_blocks(1.0, 1.0), torch.ones(16)
+    assert torch.allclose(block_estimate(values, seen, 4, 4, 0.0, BlockPrior((2,), "fitted")),
+                          block_estimate(values, seen, 4, 4, 0.0, 2))
+
+
+def test_fitted_prior_falls_back_to_the_image_when_blocks_do_not_differ():
+    values = _balanced_blocks(0.0, 1.0)
+    est = _estimate(values, torch.ones(16, dtype=torch.bool), [(4, 4)], 0.0, BlockPrior((2,), "fitted"))
+    image_mean = float(values.sum()) / 17  # 16 measurements + one pseudo-observation at 0
+    assert torch.allclose(est, torch.full((16,), image_mean), atol=1e-4)
+
+
+def test_fitted_hierarchy_levels_fit_within_their_parents():
+    from evos_nerf.core.neighbourhood import FITTED_RANGE, block_sums, fitted_pseudo_count
+
+    gen = torch.Generator().manual_seed(3)
+    values = torch.rand(64, generator=gen) ** 2
+    seen = (torch.rand(64, generator=gen) < 0.6).float()
+    values = values * seen
+    fine = [block_sums(v, 8, 8, 2) for v in (values, seen, values * values)]
+    halves = [block_sums(v, 4, 4, 2) for v in fine]  # 4x4 px parents: the nested fit
+    nested = fitted_pseudo_count(*fine, halves[0], halves[1], 2)
+    assert 0 < nested < FITTED_RANGE[1]
+    # Parents that are their blocks leave no spread to fit: one pseudo-observation, as unfitted.
+    assert fitted_pseudo_count(*fine, fine[0], fine[1], 1) == 1.0
+
+
+def test_too_few_measurements_keep_one_pseudo_observation():
+    from evos_nerf.core.neighbourhood import block_estimate
+
+    values, seen = torch.zeros(16), torch.zeros(16)
+    values[0], seen[0] = 0.7, 1.0
+    assert torch.equal(block_estimate(values, seen, 4, 4, 0.1, BlockPrior((2,), "fitted")),
+                       block_estimate(values, seen, 4, 4, 0.1, 2))

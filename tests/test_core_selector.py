@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from evos_nerf.core import schedules
+from evos_nerf.core.neighbourhood import BlockPrior
 from evos_nerf.core.selector import RaySelector, SelectorConfig
 from evos_nerf.core.store import FitnessStore
 from evos_nerf.errors import UserInputError
@@ -357,4 +358,4 @@ def test_prior_levels_reach_the_ranking_as_a_hierarchy_of_blocks(strategy):
 
     selector.store.ranking_scores = spy
     run(selector, Scene(torch.rand(P, generator=torch.Generator().manual_seed(2))), 12)
-    assert seen and set(seen) == {(2, 4, 8)}
+    assert seen and set(seen) == {BlockPrior((2, 4, 8), 1.0)}

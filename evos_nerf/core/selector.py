@@ -34,6 +34,7 @@ from evos_nerf import distributed
 from evos_nerf.core import schedules
 from evos_nerf.core.fitness_stats import summarise
 from evos_nerf.core.importance import ErrorMap, SoftMining
+from evos_nerf.core.neighbourhood import BlockPrior
 from evos_nerf.core.pool import POOL_CANDIDATES, CandidatePool, Importance, PoolDraw, live_importance, rank_pixel_mask
 from evos_nerf.core.selection import CrossoverMethod
 from evos_nerf.core.sharding import mutant_count, mutation_scale
@@ -103,6 +104,11 @@ class SelectorConfig:
     it toward the block twice its size, that one toward the next, and so on for L sizes
     (``evos_nerf.core.neighbourhood``), so that a sparse fine block falls back to its neighbourhood
     (an ablation: not sooner than one 16 px level at every density, README)."""
+    prior_strength: Literal["one", "fitted"] = "one"
+    """How far a block's measurements are trusted over its parent's (the coarser block, or the image):
+    one pseudo-observation at the parent, or ``fitted`` per image and level from the measured spread
+    of errors inside blocks and of block means inside their parent (empirical Bayes,
+    ``evos_nerf.core.neighbourhood``), so that the prior follows the density of measurements."""
     shrinkage: float = 0.0
     """Pseudo-observations k at a visited pixel's prior (its block's estimate with the neighbourhood
     prior, the global mean with the mean prior) blended with its one cached error: (e + k B) / (1 + k).
@@ -151,9 +157,10 @@ class SelectorConfig:
     """Selection RNG seed; None uses the trainer's --machine.seed (+ rank)."""
 
     @property
-    def prior_blocks(self) -> Tuple[int, ...]:
-        """The neighbourhood prior's block sizes, fine to coarse."""
-        return tuple(self.prior_block * 2**level for level in range(self.prior_levels))
+    def neighbourhood_prior(self) -> BlockPrior:
+        """The neighbourhood prior's block sizes, fine to coarse, and its strength."""
+        sizes = tuple(self.prior_block * 2**level for level in range(self.prior_levels))
+        return BlockPrior(sizes, "fitted" if self.prior_strength == "fitted" else 1.0)
 
     def validate(self, prefix: str = "") -> "SelectorConfig":
         """One line naming the flag for every out-of-range setting."""
@@ -402,7 +409,7 @@ class RaySelector(nn.Module):
         if self.softmining is not None and self._softmining_due(step):
             with self._timed("selection_seconds"):
                 self.softmining.rebuild(self.store.corrected_fitness(
-                    False, self.comm.all_reduce_sum, self.config.unvisited_prior, self.config.prior_blocks
+                    False, self.comm.all_reduce_sum, self.config.unvisited_prior, self.config.neighbourhood_prior
                 ))
             self._softmining_built_at = step
         if not self.is_key(step):
@@ -446,7 +453,7 @@ class RaySelector(nn.Module):
             pool_size, _ = self.counts(step, store.num_valid)
             members, self.balance = rank_pixel_mask(
                 store, pool_size, c.strategy, self.generator, c.crossover, c.stale_correction,
-                c.unvisited_prior, c.prior_blocks, self.comm.all_reduce_sum, c.fitness, c.crossover_prior, c.shrinkage,
+                c.unvisited_prior, c.neighbourhood_prior, self.comm.all_reduce_sum, c.fitness, c.crossover_prior, c.shrinkage,
             )
             self._set_pool(CandidatePool(store, members))
             self.pool_ratio = self.controls.ratio
