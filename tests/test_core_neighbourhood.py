@@ -157,7 +157,7 @@ def test_fitted_pseudo_count_is_the_ratio_of_noise_to_block_spread():
     assert fitted(2.0, 1.0) == pytest.approx(sigma2 / ((80 - 3 * sigma2) / 12))
     assert fitted(0.0, 1.0) == FITTED_RANGE[1]  # blocks no different from the image: trust the image
     assert fitted(1.0, 0.0) == FITTED_RANGE[0]  # no noise inside blocks: trust each block
-    # With k = 1 the fitted estimate is the fixed prior's, bit for bit.
+    # With k = 1 the fitted estimate is the fixed prior's.
     values, seen = _balanced_blocks(1.0, 1.0), torch.ones(16)
     assert torch.allclose(block_estimate(values, seen, 4, 4, 0.0, BlockPrior((2,), "fitted")),
                           block_estimate(values, seen, 4, 4, 0.0, 2))

@@ -7,8 +7,8 @@ degenerates to uniform sampling (measured on lego_200). Errors are spatially cor
 an unvisited pixel next to high-error pixels (object edges, fine texture) is likely to have a
 high error, one in a learned white background a low one.
 
-The estimate is the posterior mean of a block's error: the block's measured errors plus
-``pseudo_count`` pseudo-observations at the image's mean, which itself is shrunk toward the
+The estimate is the posterior mean of a block's error: the block's measured errors plus one
+pseudo-observation at the image's mean, which itself is shrunk toward the
 global mean in the same way. Sparse blocks fall back smoothly to their image, unvisited images to
 the global mean. Cost: a few passes over each image (in cache) per key iteration.
 
@@ -34,7 +34,7 @@ their parent give a large k (fall back to the parent); blocks that differ much g
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Optional, Sequence, Tuple, Union
+from typing import Literal, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -89,25 +89,21 @@ def block_sizes(block: Blocks) -> Tuple[int, ...]:
     return sizes
 
 
-def block_estimate(
-    values: Tensor, seen: Tensor, height: int, width: int, global_mean: float, block: Blocks,
-    pseudo_count: Optional[PseudoCount] = None,
-) -> Tensor:
+def block_estimate(values: Tensor, seen: Tensor, height: int, width: int, global_mean: float, block: Blocks) -> Tensor:
     """[ceil(H/b), ceil(W/b)] posterior mean error of each finest block (size b) of one image.
 
     ``values`` [H*W] are the errors with unmeasured pixels at 0, ``seen`` [H*W] float 1 where measured.
     Each level's blocks are shrunk toward the next coarser level's estimate, the coarsest toward the
     image's mean (see the module docstring). Coarse sums are pooled from fine ones: one pass per image.
-    ``pseudo_count`` (default: the ``BlockPrior``'s, else 1) sets the blocks' shrinkage; the image's mean
-    is always shrunk toward ``global_mean`` with one pseudo-observation (an image holds thousands).
+    A ``BlockPrior``'s pseudo-count sets the shrinkage (one pseudo-observation for plain sizes); with
+    a fitted one, the image's mean is shrunk toward ``global_mean`` with one (an image holds thousands).
     """
     sizes = block_sizes(block)
-    if pseudo_count is None:
-        pseudo_count = block.pseudo_count if isinstance(block, BlockPrior) else 1.0
+    pseudo_count = block.pseudo_count if isinstance(block, BlockPrior) else 1.0
     fitted = pseudo_count == "fitted"
+    k = 1.0 if fitted else float(pseudo_count)  # the image's; also every level's unless fitted
     count, total = float(seen.sum()), float(values.sum())
-    image_count = 1.0 if fitted else float(pseudo_count)
-    parent: Union[Tensor, float] = (total + image_count * global_mean) / (count + image_count)
+    parent: Union[Tensor, float] = (total + k * global_mean) / (count + k)
     first = [block_sums(values, height, width, sizes[0]), block_sums(seen, height, width, sizes[0])]
     if fitted:
         first.append(block_sums(values * values, height, width, sizes[0]))
@@ -116,7 +112,6 @@ def block_estimate(
     for factor in factors:
         hb, wb = sums[-1][0].shape
         sums.append(tuple(block_sums(level_sum, hb, wb, factor) for level_sum in sums[-1]))
-    k = 1.0 if fitted else float(pseudo_count)
     for level in reversed(range(len(sizes))):
         block_total, block_count = sums[level][:2]
         hb, wb = block_total.shape
@@ -162,7 +157,7 @@ def fitted_pseudo_count(
 
 def fill_unmeasured(
     fitness: Tensor, measured: Tensor, height: int, width: int, global_mean: float, block: Blocks = 16,
-    pseudo_count: Optional[PseudoCount] = None, shrinkage: float = 0.0,
+    shrinkage: float = 0.0,
 ) -> None:
     """In place: every unmeasured pixel of one image [H*W] takes its block's estimate (O(H*W), few passes).
 
@@ -174,7 +169,7 @@ def fill_unmeasured(
     fitness is a single stale sample (at 1200 steps x 512 rays a real capture's training pixel is
     measured well under once on average), and the block pools the evidence of its neighbours.
     """
-    estimate = expand_blocks(block_estimate(fitness, measured, height, width, global_mean, block, pseudo_count),
+    estimate = expand_blocks(block_estimate(fitness, measured, height, width, global_mean, block),
                              height, width, block_sizes(block)[0])
     if shrinkage > 0:
         shrink_toward(fitness, estimate, measured, shrinkage)
@@ -199,7 +194,6 @@ def neighbourhood_estimate(
     widths: Tensor,
     global_mean: float,
     block: Blocks = 16,
-    pseudo_count: Optional[PseudoCount] = None,
 ) -> Tensor:
     """Estimated fitness of every pixel from the measured pixels of its b x b block and image.
 
@@ -212,6 +206,6 @@ def neighbourhood_estimate(
         h, w = int(heights[i]), int(widths[i])
         seen = measured[start:end].to(fitness.dtype)
         values = torch.nan_to_num(fitness[start:end]) * seen
-        estimate = block_estimate(values, seen, h, w, global_mean, block, pseudo_count)
+        estimate = block_estimate(values, seen, h, w, global_mean, block)
         out[start:end] = expand_blocks(estimate, h, w, block_sizes(block)[0])
     return out
