@@ -23,6 +23,12 @@ fi
 stamp=.venv/.evos-nerf-installed
 want=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  # PyPI's torch 2.14.1 for Linux is a CUDA build: the installed .venv takes about 8 GiB. Say so
+  # up front, rather than leave pip's "No space left on device" halfway through the install.
+  free_kib=$(df -Pk . | awk 'NR == 2 {print $4}')
+  if [ "${free_kib:-0}" -lt $((9 * 1024 * 1024)) ]; then
+    echo "warning: $((free_kib / 1024)) MiB free on the disk of $(pwd); the install into .venv needs about 9 GiB" >&2
+  fi
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -e '.[test]'
   .venv/bin/python -m pip check

@@ -192,3 +192,34 @@ def test_too_few_measurements_keep_one_pseudo_observation():
     values[0], seen[0] = 0.7, 1.0
     assert torch.equal(block_estimate(values, seen, 4, 4, 0.1, BlockPrior((2,), "fitted")),
                        block_estimate(values, seen, 4, 4, 0.1, 2))
+
+
+def test_upper_bonus_adds_posterior_standard_deviations_of_each_block_mean():
+    # A 2x6 image of three 2x2 blocks: block A holds 1 and 3, block B 2, 2, 4, 4, block C nothing.
+    fitness = torch.zeros(12)
+    measured = torch.zeros(12, dtype=torch.bool)
+    values = {0: 1.0, 1: 3.0, 2: 2.0, 3: 2.0, 8: 4.0, 9: 4.0}  # (row, col) flat in a 2x6 grid
+    for index, value in values.items():
+        fitness[index], measured[index] = value, True
+    plain = _estimate(fitness, measured, [(2, 6)], 0.0, BlockPrior((2,), 1.0)).view(2, 6)
+    bonus = _estimate(fitness, measured, [(2, 6)], 0.0, BlockPrior((2,), 1.0, bonus=2.0)).view(2, 6)
+    within = (2.0 + 4.0) / (6 - 2)  # squares around each block's mean over n - blocks
+    expected = 2.0 * torch.tensor([within / (2 + 1), within / (4 + 1), within / (0 + 1)]).sqrt()
+    assert torch.allclose(bonus - plain, expected.repeat_interleave(2).expand(2, 6))
+
+
+def test_upper_bonus_uses_the_fitted_strength_and_needs_a_spread_to_act():
+    fitness, measured = torch.zeros(12), torch.zeros(12, dtype=torch.bool)
+    for index, value in {0: 1.0, 1: 3.0, 2: 9.0, 3: 9.0, 8: 11.0, 9: 11.0}.items():  # block means 2 and 10
+        fitness[index], measured[index] = value, True
+    fitted = _estimate(fitness, measured, [(2, 6)], 0.0, BlockPrior((2,), "fitted")).view(2, 6)
+    upper = _estimate(fitness, measured, [(2, 6)], 0.0, BlockPrior((2,), "fitted", bonus=1.0)).view(2, 6)
+    assert bool((upper > fitted).all())
+    # The bonus sqrt(sigma^2 / (n + k)) falls with measurements: largest (tau) for the empty block.
+    gap = (upper - fitted)[0, ::2]  # blocks A (2 measurements), B (4), C (empty)
+    assert float(gap[2]) > float(gap[0]) > float(gap[1])
+    # One measurement per block: no spread inside blocks to size the bonus, so none is added.
+    single, seen = torch.zeros(12), torch.zeros(12, dtype=torch.bool)
+    single[[0, 2]], seen[[0, 2]] = torch.tensor([1.0, 5.0]), True
+    assert torch.equal(_estimate(single, seen, [(2, 6)], 0.0, BlockPrior((2,), 1.0, bonus=1.0)),
+                       _estimate(single, seen, [(2, 6)], 0.0, BlockPrior((2,), 1.0)))

@@ -256,6 +256,8 @@ def test_out_of_range_settings_name_the_flag():
         SelectorConfig(softmining_refresh=0).validate()
     with pytest.raises(UserInputError, match="shrinkage"):
         SelectorConfig(shrinkage=-1.0).validate()
+    with pytest.raises(UserInputError, match="prior-bonus must be a finite number >= 0, got inf"):
+        SelectorConfig(prior_bonus=float("inf")).validate()
 
 
 def test_importance_weight_exponent_ramps_over_its_warm_up_share_of_the_run():

@@ -29,12 +29,21 @@ single errors inside a block and tau^2 the spread of block means inside their pa
 from the measurements by the random-effects ANOVA moments. Noisy errors or blocks no different from
 their parent give a large k (fall back to the parent); blocks that differ much give a small one
 (trust the block). The right strength then follows the density and the image on its own.
+
+The posterior mean is the best guess at a block's error, but the ranking keeps the top of the
+estimates, and shrinkage pulls a sparse block whose few measurements are high toward its parent,
+so the pool may never train it again to find out. An upper-confidence bonus
+(``BlockPrior(bonus=c)``) ranks never-visited pixels by the posterior mean plus c posterior standard
+deviations of their block's mean, sqrt(sigma^2 / (n + k)) (the normal-normal posterior with k =
+sigma^2 / tau^2), as UCB does in a bandit: sparse blocks are ranked optimistically, and the bonus
+shrinks as their measurements accumulate. sigma^2 is each image's pooled spread of errors inside
+the finest blocks; the parents' own uncertainty is left out.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Sequence, Tuple, Union
+from typing import Literal, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -69,6 +78,8 @@ class BlockPrior:
 
     sizes: Tuple[int, ...] = (16,)
     pseudo_count: PseudoCount = 1.0
+    bonus: float = 0.0
+    """c: never-visited pixels rank at their block's posterior mean plus c posterior standard deviations."""
 
 
 Blocks = Union[int, Sequence[int], BlockPrior]
@@ -97,15 +108,17 @@ def block_estimate(values: Tensor, seen: Tensor, height: int, width: int, global
     image's mean (see the module docstring). Coarse sums are pooled from fine ones: one pass per image.
     A ``BlockPrior``'s pseudo-count sets the shrinkage (one pseudo-observation for plain sizes); with
     a fitted one, the image's mean is shrunk toward ``global_mean`` with one (an image holds thousands).
+    Its ``bonus`` c adds c posterior standard deviations to each finest block (``upper_bonus``).
     """
     sizes = block_sizes(block)
     pseudo_count = block.pseudo_count if isinstance(block, BlockPrior) else 1.0
+    bonus = block.bonus if isinstance(block, BlockPrior) else 0.0
     fitted = pseudo_count == "fitted"
     k = 1.0 if fitted else float(pseudo_count)  # the image's; also every level's unless fitted
     count, total = float(seen.sum()), float(values.sum())
     parent: Union[Tensor, float] = (total + k * global_mean) / (count + k)
     first = [block_sums(values, height, width, sizes[0]), block_sums(seen, height, width, sizes[0])]
-    if fitted:
+    if fitted or bonus > 0:
         first.append(block_sums(values * values, height, width, sizes[0]))
     sums = [tuple(first)]
     factors = [coarse // fine for fine, coarse in zip(sizes, sizes[1:])]
@@ -122,7 +135,31 @@ def block_estimate(values: Tensor, seen: Tensor, height: int, width: int, global
         if not coarsest:  # the coarser estimate, spread over this level's blocks
             parent = expand_blocks(parent, hb, wb, factors[level]).view(hb, wb)
         parent = (block_total + k * parent) / (block_count + k)
+    if bonus > 0:
+        parent = parent + upper_bonus(*sums[0], k, bonus)
     return parent
+
+
+def upper_bonus(total: Tensor, count: Tensor, squares: Tensor, pseudo_count: float, bonus: float) -> Tensor:
+    """c sqrt(sigma^2 / (n + k)) per block: c posterior standard deviations of each block's mean error.
+
+    With too few measurements to measure sigma^2 there is no spread to go on, and the bonus is 0.
+    """
+    within = pooled_within_variance(total, count, squares)
+    if within is None:
+        return torch.zeros_like(total, dtype=torch.float32)
+    return (bonus * (within / (count.double() + pseudo_count)).sqrt()).float()
+
+
+def pooled_within_variance(total: Tensor, count: Tensor, squares: Tensor) -> Optional[float]:
+    """sigma^2: the pooled variance of measurements around their block's mean, from each block's sums
+    of errors, counts and squared errors; None below two degrees of freedom (n - blocks)."""
+    total, count, squares = total.double(), count.double(), squares.double()
+    used = count > 0
+    n, blocks = float(count.sum()), float(used.sum())
+    if n - blocks < 2:
+        return None
+    return max((float(squares.sum()) - float((total[used] ** 2 / count[used]).sum())) / (n - blocks), 0.0)
 
 
 def fitted_pseudo_count(
@@ -137,7 +174,8 @@ def fitted_pseudo_count(
     Returns 1 (the fixed prior) where too few measurements fit it, the top of ``FITTED_RANGE`` when
     blocks differ no more than their noise, its bottom when measurements agree exactly inside blocks.
     """
-    total, count, squares = total.double(), count.double(), squares.double()
+    within = pooled_within_variance(total, count, squares)
+    total, count = total.double(), count.double()
     parent_total, parent_count = parent_total.double(), parent_count.double()
     hb, wb = count.shape
     parent_of_block = expand_blocks(parent_count, hb, wb, factor).view(hb, wb)
@@ -145,14 +183,13 @@ def fitted_pseudo_count(
     n, blocks, parents = float(count.sum()), float(used.sum()), float(parent_used.sum())
     block_terms = float((total[used] ** 2 / count[used]).sum())
     parent_terms = float((parent_total[parent_used] ** 2 / parent_count[parent_used]).sum())
-    within = (float(squares.sum()) - block_terms) / max(n - blocks, 1.0)
     spread_scale = n - float((count[used] ** 2 / parent_of_block[used]).sum())
-    if n - blocks < 2 or blocks - parents < 1 or spread_scale <= 0:
+    if within is None or blocks - parents < 1 or spread_scale <= 0:
         return 1.0
     between = (block_terms - parent_terms - (blocks - parents) * within) / spread_scale
     if between <= 0:
         return FITTED_RANGE[1]
-    return min(max(max(within, 0.0) / between, FITTED_RANGE[0]), FITTED_RANGE[1])
+    return min(max(within / between, FITTED_RANGE[0]), FITTED_RANGE[1])
 
 
 def fill_unmeasured(

@@ -109,6 +109,11 @@ class SelectorConfig:
     one pseudo-observation at the parent, or ``fitted`` per image and level from the measured spread
     of errors inside blocks and of block means inside their parent (empirical Bayes,
     ``evos_nerf.core.neighbourhood``), so that the prior follows the density of measurements."""
+    prior_bonus: float = 0.0
+    """c: rank never-visited pixels at their block's estimate plus c posterior standard deviations of
+    it (an upper confidence bound, as in a bandit), so that a sparse block whose few measurements are
+    high is not shrunk out of the pool before it is tried again (``evos_nerf.core.neighbourhood``).
+    0 ranks them at the estimate."""
     shrinkage: float = 0.0
     """Pseudo-observations k at a visited pixel's prior (its block's estimate with the neighbourhood
     prior, the global mean with the mean prior) blended with its one cached error: (e + k B) / (1 + k).
@@ -160,7 +165,7 @@ class SelectorConfig:
     def neighbourhood_prior(self) -> BlockPrior:
         """The neighbourhood prior's block sizes, fine to coarse, and its strength."""
         sizes = tuple(self.prior_block * 2**level for level in range(self.prior_levels))
-        return BlockPrior(sizes, "fitted" if self.prior_strength == "fitted" else 1.0)
+        return BlockPrior(sizes, "fitted" if self.prior_strength == "fitted" else 1.0, self.prior_bonus)
 
     def validate(self, prefix: str = "") -> "SelectorConfig":
         """One line naming the flag for every out-of-range setting."""
@@ -177,7 +182,8 @@ class SelectorConfig:
                 raise UserInputError(f"{prefix}{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.refresh_budget is not None and self.refresh_budget < 0:
             raise UserInputError(f"{prefix}refresh-budget must be >= 0, got {self.refresh_budget}")
-        non_negative = ("softmining_warmup", "importance_weights", "importance_warmup", "softmining_alpha", "shrinkage")
+        non_negative = ("softmining_warmup", "importance_weights", "importance_warmup", "softmining_alpha", "shrinkage",
+                        "prior_bonus")
         for name in non_negative:
             value = getattr(self, name)
             if not (value >= 0 and math.isfinite(value)):
