@@ -151,6 +151,8 @@ def test_valued_variants_set_their_sampler_setting_and_unknown_ones_are_refused(
     upper = evos_nerf_config()
     bench.strategy_overrides("evos:step+fitted-prior+ucb=1", upper)
     assert upper.pipeline.datamanager.pixel_sampler.neighbourhood_prior == BlockPrior((16,), "fitted", 1.0)
+    bench.strategy_overrides("evos:step+sel-seed=1001", upper)
+    assert upper.pipeline.datamanager.pixel_sampler.seed == 1001  # its default is None
     with pytest.raises(ValueError, match="unknown strategy variant 'alpha=0'"):
         bench.strategy_overrides("softmining:alpha=0", evos_nerf_config())
     with pytest.raises(ValueError, match="'sm-uniform=half': 'half' is not a number"):

@@ -122,6 +122,22 @@ def constant_prediction_psnr(folder: Path) -> float:
     return float(-10.0 * np.log10(best))
 
 
+def test_a_selection_seed_changes_the_pixels_and_leaves_the_trainers_rng_alone(scene):
+    from evos_nerf.nerfstudio.datamanager import EvosDataManagerConfig
+    from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig
+
+    def build(seed):
+        torch.manual_seed(0)
+        cfg = EvosDataManagerConfig(dataparser=BlenderDataParserConfig(data=scene), train_num_rays_per_batch=64)
+        cfg.pixel_sampler.seed = seed
+        manager = cfg.setup(device="cpu")
+        return manager, torch.get_rng_state()  # the model is initialised from this stream next
+
+    (default, after_default), (seeded, after_seeded) = build(None), build(1001)
+    assert torch.equal(after_default, after_seeded)
+    assert not torch.equal(default.selector.select(64).flat, seeded.selector.select(64).flat)
+
+
 def test_resumed_datamanager_selects_exactly_as_the_original(scene, tmp_path):
     from evos_nerf.nerfstudio import evos_checkpoint
     from evos_nerf.nerfstudio.datamanager import EvosDataManagerConfig

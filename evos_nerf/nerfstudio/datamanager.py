@@ -108,7 +108,10 @@ class EvosDataManager(RunIdentity, VanillaDataManager):
         self.train_pixel_sampler = self._get_pixel_sampler(self.train_dataset, self.config.train_num_rays_per_batch)
         self.train_ray_generator = RayGenerator(self.train_dataset.cameras.to(self.device))
         cfg = self.config.pixel_sampler
-        seed = cfg.seed + rank if cfg.seed is not None else int(torch.randint(0, 2**62, (1,)).item())
+        # Drawn even when the seed is given, so that a selection seed changes which pixels are chosen
+        # and nothing else: the trainer's RNG stream (the model's initialisation after this) is the same.
+        drawn = int(torch.randint(0, 2**62, (1,)).item())
+        seed = cfg.seed + rank if cfg.seed is not None else drawn
         dtype = torch.float16 if cfg.fitness_dtype == "float16" else torch.float32
         store = FitnessStore([sizes[c] for c in own], dtype, cameras=own, num_cameras=len(sizes),
                              track_visits=self.config.selection_counts, track_uniform=cfg.fitness == "learnable")
