@@ -58,6 +58,19 @@ def test_times_of_runs_from_other_processes_are_not_compared_and_steps_are_inste
     assert "equal training time (not comparable" not in mixed  # evos:step itself trained with uniform
 
 
+def test_a_run_on_another_selection_stream_is_measured_against_uniform_on_that_stream():
+    report = load_script("nerf_report")
+    runs = [_timed_run(report, "uniform", "a.json", 100.0, (19.0, 20.0)),
+            _timed_run(report, "evos:step", "a.json", 100.0, (20.0, 20.5)),
+            _timed_run(report, "uniform:sel-seed=7", "b.json", 100.0, (19.5, 21.0)),  # a luckier stream
+            _timed_run(report, "evos:step+sel-seed=7", "b.json", 100.0, (20.0, 21.5))]
+    summary = report.summarise(runs)
+    assert summary["s|evos:step"]["step_ratio"] == [pytest.approx(0.5)]  # 20 dB at step 500
+    # Its stream's uniform ends at 21 dB, reached two thirds of the way from step 500 to 1000 (20 dB at 500).
+    assert summary["s|evos:step+sel-seed=7"]["step_ratio"] == [pytest.approx((500 + 500 * 1.0 / 1.5) / 1000)]
+    assert summary["s|uniform:sel-seed=7"]["step_ratio"] == [pytest.approx(1.0)]
+
+
 def test_a_run_from_another_process_does_not_move_the_groups_equal_time_point():
     report = load_script("nerf_report")
     group = [_timed_run(report, "uniform", "group.json", 100.0, (19.0, 20.0)),
