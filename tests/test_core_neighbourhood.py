@@ -198,7 +198,7 @@ def test_upper_bonus_adds_posterior_standard_deviations_of_each_block_mean():
     # A 2x6 image of three 2x2 blocks: block A holds 1 and 3, block B 2, 2, 4, 4, block C nothing.
     fitness = torch.zeros(12)
     measured = torch.zeros(12, dtype=torch.bool)
-    values = {0: 1.0, 1: 3.0, 2: 2.0, 3: 2.0, 8: 4.0, 9: 4.0}  # (row, col) flat in a 2x6 grid
+    values = {0: 1.0, 1: 3.0, 2: 2.0, 3: 2.0, 8: 4.0, 9: 4.0}  # flat indices of the 2x6 grid
     for index, value in values.items():
         fitness[index], measured[index] = value, True
     plain = _estimate(fitness, measured, [(2, 6)], 0.0, BlockPrior((2,), 1.0)).view(2, 6)

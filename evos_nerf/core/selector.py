@@ -113,7 +113,8 @@ class SelectorConfig:
     """c: rank never-visited pixels at their block's estimate plus c posterior standard deviations of
     it (an upper confidence bound, as in a bandit), so that a sparse block whose few measurements are
     high is not shrunk out of the pool before it is tried again (``evos_nerf.core.neighbourhood``).
-    0 ranks them at the estimate."""
+    0 ranks them at the estimate. With ``shrinkage`` > 0 the bonus is part of the block estimate that
+    visited pixels are shrunk toward as well (the two have not been run together)."""
     shrinkage: float = 0.0
     """Pseudo-observations k at a visited pixel's prior (its block's estimate with the neighbourhood
     prior, the global mean with the mean prior) blended with its one cached error: (e + k B) / (1 + k).
