@@ -86,6 +86,11 @@ class Args:
     merge: Optional[List[Path]] = None
     """Train nothing: combine the runs of these result JSONs (partial runs of one preset and
     budget, e.g. one scene or seed per process) into one report under ``--name``."""
+    streams_as_seeds: bool = False
+    """Report each (seed, selection stream) pair as its own replicate: ``X+sel-seed=N`` of seed s
+    counts as X on seed ``s/N``, against uniform on stream N, in every table, check, median and
+    plot. The result JSON keeps every run as trained. One stream per seed under-samples fox, whose
+    stream alone moves uniform's final PSNR by up to 1 dB."""
 
 
 @dataclass
@@ -169,7 +174,7 @@ VARIANTS = {
 NUMERIC_VARIANTS = {"ratio": "ratio", "sm-alpha": "softmining_alpha", "sm-uniform": "softmining_uniform",
                     "sm-warmup": "softmining_warmup", "interval": "init_interval", "end-interval": "end_interval",
                     "refresh": "refresh_budget", "block": "prior_block", "levels": "prior_levels",
-                    "ucb": "prior_bonus", "sel-seed": "seed"}
+                    "ucb": "prior_bonus", nerf_report.STREAM_VARIANT: "seed"}
 """Suffixes with a value: ``evos:ratio=0.3``, ``softmining:sm-alpha=0`` (sampling without the weights),
 ``softmining:sm-warmup=60`` (the official 1000 of 20000 steps, scaled to a 1200-step budget),
 ``evos:step+interval=20+end-interval=10+refresh=410`` (re-rank five times as often, re-measuring
@@ -419,12 +424,18 @@ def write_results(runs: List[Run], preset: Dict[str, Any], budget: Budget, seeds
     with ``summary_json`` in the preset, also that file (the per-(scene, strategy) summary list)."""
     threads = threads or str(torch.get_num_threads())
     hosts = hosts or host()
+    trained = runs
+    if args.streams_as_seeds:
+        runs = nerf_report.streams_as_seeds(runs)
+        seeds = sorted({r.seed for r in runs}, key=lambda s: tuple(map(int, s.split("/"))))
     summary = nerf_report.summarise(runs)
     stem = args.name or f"nerf_{preset['name']}"
     header = (f"# NeRF benchmark, preset `{preset['name']}`\n\n{budget.steps} steps x {budget.rays} rays, reduced nerfacto "
               f"(full={budget.full}, model overrides {budget.model or 'none'}, learning-rate decay to the budget: "
               f"{budget.decay_to_budget}), seeds {seeds}, torch {torch.__version__}, {threads} thread(s) per process, host {hosts}. "
-              "Mean ± std over seeds; time and step ratios are medians over seeds. Times are training seconds "
+              "Mean ± std over seeds; time and step ratios are medians over seeds. "
+              f"{'Seeds are (seed, selection stream) pairs, seed/stream, each against uniform on its own stream. ' if args.streams_as_seeds else ''}"
+              "Times are training seconds "
               "(selection, forward, backward, optimizer step; evaluation excluded). Equal time: each strategy's "
               "curve interpolated at the shortest final training time of its (scene, seed) group.\n\n"
               f"![curves]({stem}.png)")
@@ -444,9 +455,10 @@ def write_results(runs: List[Run], preset: Dict[str, Any], budget: Budget, seeds
     write_text(args.out / f"{stem}.md", text if final else text + "\n(partial: the run is still going)\n")
     write_json(args.out / f"{stem}.json", {
         "preset": preset, "budget": vars(budget), "threads": threads, "host": hosts, "summary": summary, "complete": final,
+        "streams_as_seeds": args.streams_as_seeds,
         "runs": [{"scene": r.scene, "strategy": r.strategy, "seed": r.seed, "history": r.history,
                   **({"process": r.process} if r.process else {}),
-                  **({"host": r.host} if r.host else {})} for r in runs],
+                  **({"host": r.host} if r.host else {})} for r in trained],
     })
     nerf_report.plot(runs, args.out / f"{stem}.png", f"NeRF benchmark {preset['name']}: test PSNR / SSIM (mean over seeds)")
     if final and preset.get("summary_json"):

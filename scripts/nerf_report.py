@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,8 @@ class MeasuredRun:
 
     scene: str
     strategy: str
-    seed: int
+    seed: Any
+    """An int, or a ``"seed/stream"`` label in a report of :func:`streams_as_seeds`."""
     history: List[Dict[str, float]]
     process: str = ""
     """Which process trained it (the result file it was first written to). Training seconds compare
@@ -142,14 +142,54 @@ def summarise(runs) -> Dict[str, Dict[str, Any]]:
     return out
 
 
+STREAM_VARIANT = "sel-seed"
+"""The strategy variant (``X:sel-seed=N``, ``X:a+sel-seed=N``) that runs X on selection stream N."""
+
+
+def split_stream(name: str):
+    """``(name without its stream variant, stream or None)``: ``evos:step+sel-seed=7`` is
+    ``("evos:step", "7")``, ``uniform:sel-seed=7`` is ``("uniform", "7")``."""
+    base, _, variants = name.partition(":")
+    kept, stream = [], None
+    for variant in filter(None, variants.split("+")):
+        key, _, value = variant.partition("=")
+        if key == STREAM_VARIANT:
+            stream = value
+        else:
+            kept.append(variant)
+    return base + (":" + "+".join(kept) if kept else ""), stream
+
+
 def same_stream_uniform(name: str, group: Dict[str, Any]):
     """Uniform on the same selection stream as ``name`` (``sel-seed=N``), if the group has it.
 
     A selection stream alone moves uniform's final PSNR by up to 1 dB on fox (benchmarks/README,
     "The selection stream alone"), so a run on another stream is measured against uniform on its
     own stream, never the seed's default one."""
-    match = re.search(r"sel-seed=(\d+)", name)
-    return group.get(f"uniform:sel-seed={match.group(1)}") if match else None
+    stream = split_stream(name)[1]
+    return group.get(f"uniform:{STREAM_VARIANT}={stream}") if stream is not None else None
+
+
+def streams_as_seeds(runs) -> List[MeasuredRun]:
+    """The runs with each (seed, selection stream) pair as one replicate: ``X+sel-seed=N`` of seed
+    s becomes X on replicate ``"s/N"`` (the default stream is ``"s"``), so every table, check and
+    median counts it as another seed of X, measured against uniform on its own stream.
+
+    On fox the stream alone moves uniform's final PSNR by up to 1 dB with the model's
+    initialisation fixed, so one stream per seed under-samples what a sampler does; pooling
+    streams as replicates gives the medians more, and fairer, draws. A name that two runs of
+    one replicate would share (``X+sel-seed=N`` beside ``X:sel-seed=N``) stops with one line."""
+    out: List[MeasuredRun] = []
+    seen = set()
+    for r in runs:
+        strategy, stream = split_stream(r.strategy)
+        replicate = f"{r.seed}" if stream is None else f"{r.seed}/{stream}"
+        if (r.scene, replicate, strategy) in seen:
+            raise SystemExit(f"--streams-as-seeds: {r.scene} seed {replicate} has two runs named {strategy} "
+                             f"once the stream is taken out of the name (one is {r.strategy})")
+        seen.add((r.scene, replicate, strategy))
+        out.append(MeasuredRun(r.scene, strategy, replicate, r.history, r.process, r.host))
+    return out
 
 
 def _hosts_differ(run, uniform) -> bool:
@@ -220,6 +260,17 @@ def _timed_together(rows: Sequence[Dict[str, Any]]) -> bool:
     return all(all(row.get("timed_with_uniform", [True])) for row in rows)
 
 
+def _paired(mine: Dict[str, Any], uniform: Dict[str, Any], key: str):
+    """``key``'s values of both rows on the seeds both ran (a row that ran fewer seeds, or fewer
+    streams of a report of :func:`streams_as_seeds`, is compared on those alone: seeds differ by
+    more than samplers do on fox)."""
+    if "seeds" not in mine or "seeds" not in uniform:
+        return mine[key], uniform[key]
+    common = set(mine["seeds"]) & set(uniform["seeds"])
+    return ([v for s, v in zip(mine["seeds"], mine[key]) if s in common],
+            [v for s, v in zip(uniform["seeds"], uniform[key]) if s in common])
+
+
 def _evos_checks(mine: Dict[str, Any], uniform: Dict[str, Any], baselines: List[Dict[str, Any]]) -> List[str]:
     """Time is the measure when every compared run trained in its seed's uniform process; otherwise
     steps are, and the lines say so (a time ratio across processes measures the machine's load)."""
@@ -230,12 +281,12 @@ def _evos_checks(mine: Dict[str, Any], uniform: Dict[str, Any], baselines: List[
         "so their times do not compare)")
     t = median_ratio(mine[key])
     lines = [f"  - {evos} reaches uniform's final PSNR in {'never' if t is None else f'{t:.2f}x'} uniform's {unit} (median){note}."]
-    worse = [metric for metric, k in (("PSNR", "psnr_equal_time"), ("SSIM", "ssim_equal_time"))
-             if statistics.mean(mine[k]) < statistics.mean(uniform[k])]
+    psnr, ssim = _paired(mine, uniform, "psnr_equal_time"), _paired(mine, uniform, "ssim_equal_time")
+    worse = [metric for metric, (a, b) in (("PSNR", psnr), ("SSIM", ssim)) if statistics.mean(a) < statistics.mean(b)]
     untimed = "" if _timed_together([mine]) else " (not comparable: trained in another process than uniform)"
     lines.append(f"    at equal training time{untimed} it is {'worse than uniform in ' + ' and '.join(worse) if worse else 'not worse than uniform in PSNR or SSIM'} "
-                 f"({fmt_spread(mine['psnr_equal_time'])} vs {fmt_spread(uniform['psnr_equal_time'])} dB, "
-                 f"{fmt_spread(mine['ssim_equal_time'], 3)} vs {fmt_spread(uniform['ssim_equal_time'], 3)}).")
+                 f"({fmt_spread(psnr[0])} vs {fmt_spread(psnr[1])} dB, {fmt_spread(ssim[0], 3)} vs {fmt_spread(ssim[1], 3)}"
+                 f"{'' if len(psnr[0]) == len(uniform['psnr_equal_time']) else f', on the {len(psnr[0])} seed(s) it ran'}).")
     others = {b["strategy"]: median_ratio(b[key]) for b in baselines}
     reached = {b: v for b, v in others.items() if v is not None}
     if reached and t is not None:

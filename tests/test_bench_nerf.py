@@ -71,6 +71,24 @@ def test_merge_combines_part_results_and_skips_their_summaries(tmp_path):
         bench.main(bench.Args(merge=[tmp_path / "other.json"], name="x", out=tmp_path))
 
 
+def test_streams_as_seeds_reports_each_seed_and_stream_as_a_replicate_and_keeps_the_runs_as_trained(tmp_path):
+    bench = load_script("bench_nerf")
+    files = [bench.ROOT / "benchmarks" / "real_parts" / "real_fox_s2.json",
+             bench.ROOT / "benchmarks" / "real_rays" / "real_fox_s2_amdstream1001_rays512.json"]
+    bench.main(bench.Args(merge=files, name="pooled", out=tmp_path, streams_as_seeds=True))
+    rows = {r["strategy"]: r for r in json.loads((tmp_path / "pooled_summary.json").read_text())}
+    assert "evos:step+sel-seed=1001" not in rows and "uniform:sel-seed=1001" not in rows
+    assert rows["evos:step"]["seeds"] == ["2", "2/1001"] and rows["errormap"]["seeds"] == ["2"]
+    # Each replicate against its own stream's uniform: 0.81x on the default stream, never on 1001
+    # (benchmarks/nerf_real_streams_rays512.md), so the median of the two is "never".
+    assert rows["evos:step"]["steps_to_uniform_final_median"] is None
+    text = (tmp_path / "pooled.md").read_text()
+    assert "### fox, seed 2/1001" in text and "Seeds are (seed, selection stream) pairs" in text
+    merged = json.loads((tmp_path / "pooled.json").read_text())
+    assert merged["streams_as_seeds"] is True
+    assert {(r["seed"], r["strategy"]) for r in merged["runs"]} >= {(2, "evos:step"), (2, "evos:step+sel-seed=1001")}
+
+
 def test_a_merged_report_names_the_preset_its_files_ran(tmp_path):
     bench = load_script("bench_nerf")
     part = json.loads((bench.ROOT / "benchmarks" / "real_parts" / "real_fern_s2.json").read_text())

@@ -30,6 +30,15 @@ def test_checks_judge_every_evos_row_against_uniform_and_the_fastest_baseline():
     assert "overhead 1.50%" in text
 
 
+def test_a_row_that_ran_fewer_seeds_is_compared_with_uniform_on_those_seeds_only():
+    report = load_script("nerf_report")
+    uniform = {**_row("uniform", [1.0, 1.0], 20.0, 0.50), "seeds": [0, 1], "psnr_equal_time": [20.0, 22.0],
+               "ssim_equal_time": [0.50, 0.60], "plateau_rise": [0.1, 0.1]}
+    mine = {**_row("evos:step", [0.7], 20.5, 0.51), "seeds": [0]}  # beats seed 0, below the mean of both
+    text = "\n".join(report.checks({"s|uniform": uniform, "s|evos:step": mine}))
+    assert "not worse than uniform in PSNR or SSIM (20.50 vs 20.00 dB, 0.510 vs 0.500, on the 1 seed(s) it ran)" in text
+
+
 def _run(report, scene, strategy, seed, step, psnr, ssim, seconds):
     return report.MeasuredRun(scene, strategy, seed, [{"step": step, "train_seconds": seconds, "psnr": psnr, "ssim": ssim}])
 
@@ -69,6 +78,19 @@ def test_a_run_on_another_selection_stream_is_measured_against_uniform_on_that_s
     # Its stream's uniform ends at 21 dB, reached two thirds of the way from step 500 to 1000 (20 dB at 500).
     assert summary["s|evos:step+sel-seed=7"]["step_ratio"] == [pytest.approx((500 + 500 * 1.0 / 1.5) / 1000)]
     assert summary["s|uniform:sel-seed=7"]["step_ratio"] == [pytest.approx(1.0)]
+
+
+def test_streams_as_seeds_takes_the_stream_out_of_the_name_and_into_the_seed():
+    report = load_script("nerf_report")
+    assert report.split_stream("evos:step+sel-seed=7+block=8") == ("evos:step+block=8", "7")
+    assert report.split_stream("uniform:sel-seed=7") == ("uniform", "7")
+    assert report.split_stream("evos:step") == ("evos:step", None)
+    runs = [_timed_run(report, name, "a.json", 100.0, (19.0, 20.0))
+            for name in ("uniform", "evos:step", "uniform:sel-seed=7", "evos:step+sel-seed=7")]
+    assert [(r.strategy, r.seed) for r in report.streams_as_seeds(runs)] == [
+        ("uniform", "0"), ("evos:step", "0"), ("uniform", "0/7"), ("evos:step", "0/7")]
+    with pytest.raises(SystemExit, match="s seed 0/7 has two runs named evos:step .*evos:sel-seed=7\\+step"):
+        report.streams_as_seeds(runs + [_timed_run(report, "evos:sel-seed=7+step", "a.json", 100.0, (19.0, 20.0))])
 
 
 def test_a_run_from_another_process_does_not_move_the_groups_equal_time_point():
