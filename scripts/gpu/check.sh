@@ -13,7 +13,7 @@
 #      2026-12-04 a CUDA store took 2.9 ms a step against 1.9 ms on the host, so the op table says
 #      which launches and host reads to cut;
 #   4. the GPU benchmark preset (`--preset real_gpu`: full nerfacto, full-size images, 4096 rays),
-#      uniform against evos:step in lock-step on each scene:seed of BENCH_RUNS, BENCH_STEPS steps each (1200: fox
+#      uniform against evos:step in lock-step on each scene:seed[:stream] of BENCH_RUNS, BENCH_STEPS steps each (1200: fox
 #      plateaus there; at 2000 fox got no time on 2026-12-04),
 #      as long as the time left allows: timings and the sampler's overhead on a GPU (the benchmark's
 #      sampler timers wait for the GPU before and after each call: RaySelector.exact_timers).
@@ -27,8 +27,11 @@ OUT=${OUT:-/tmp/evos-gpu-out}
 NS_STEPS=${NS_STEPS:-300}
 BENCH_STEPS=${BENCH_STEPS:-1200}
 BENCH_EVALS=${BENCH_EVALS:-5}
-# scene:seed pairs, in order. Run so far: fern 0 (2000 steps), 1, 2; fox 0, 1 (benchmarks/gpu/).
-BENCH_RUNS=${BENCH_RUNS:-fox:2 fern:3}
+# scene:seed or scene:seed:stream, in order. Run so far: fern 0 (2000 steps), 1, 2; fox 0, 1, all on
+# the default selection stream (benchmarks/gpu/). Seed 1 lost on both scenes; on the CPU a selection
+# stream alone moves fox's uniform by up to 1 dB (benchmarks/nerf_real_streams_rays512.md), so the
+# default re-runs seed 1 on stream 1001 (uniform:sel-seed=1001 against evos:step+sel-seed=1001).
+BENCH_RUNS=${BENCH_RUNS:-fox:1:1001 fern:1:1001}
 DEADLINE=${DEADLINE:-560}   # seconds after start by which everything must have stopped
 export PYTHONUNBUFFERED=1 PYTHONWARNINGS=ignore
 mkdir -p "$OUT"
@@ -101,11 +104,13 @@ done
 
 # 4. The GPU preset, uniform against evos:step, while time is left (each scene one part).
 for run in $BENCH_RUNS; do
-  scene=${run%%:*} seed=${run##*:}
+  IFS=: read -r scene seed stream <<< "$run"
+  strategies=(uniform evos:step) tag="s$seed"
+  if [ -n "$stream" ]; then strategies=("uniform:sel-seed=$stream" "evos:step+sel-seed=$stream") tag="s${seed}_stream$stream"; fi
   budget=$(( $(left) - 20 ))
-  if [ "$budget" -lt 90 ]; then say "bench $scene seed $seed: skipped, $budget s left"; continue; fi
-  step "bench_${scene}_s$seed" "$budget" python3 scripts/bench_nerf.py --preset real_gpu --scenes "$scene" --seeds "$seed" \
-    --strategies uniform evos:step --steps "$BENCH_STEPS" --evals "$BENCH_EVALS" --shared .gpu-data \
-    --out "$LOGS/bench" --work "$LOGS/bench-work" --name "gpu_${scene}_s${seed}_steps${BENCH_STEPS}" \
-    && cp "$LOGS/bench/gpu_${scene}_s${seed}_steps${BENCH_STEPS}".{md,json} "$OUT/"
+  if [ "$budget" -lt 90 ]; then say "bench $scene $tag: skipped, $budget s left"; continue; fi
+  step "bench_${scene}_$tag" "$budget" python3 scripts/bench_nerf.py --preset real_gpu --scenes "$scene" --seeds "$seed" \
+    --strategies "${strategies[@]}" --steps "$BENCH_STEPS" --evals "$BENCH_EVALS" --shared .gpu-data \
+    --out "$LOGS/bench" --work "$LOGS/bench-work" --name "gpu_${scene}_${tag}_steps${BENCH_STEPS}" \
+    && cp "$LOGS/bench/gpu_${scene}_${tag}_steps${BENCH_STEPS}".{md,json} "$OUT/"
 done
