@@ -39,6 +39,21 @@ def test_a_row_that_ran_fewer_seeds_is_compared_with_uniform_on_those_seeds_only
     assert "not worse than uniform in PSNR or SSIM (20.50 vs 20.00 dB, 0.510 vs 0.500, on the 1 seed(s) it ran)" in text
 
 
+def test_evos_is_measured_against_a_baseline_on_the_seeds_both_ran():
+    report = load_script("nerf_report")
+    uniform = {**_row("uniform", [1.0] * 3, 20.0, 0.50), "seeds": [0, 1, 2]}
+    mine = {**_row("evos:step", [0.9, 0.6, 0.5], 20.1, 0.51), "seeds": [0, 1, 2]}  # median 0.6 over all three
+    errormap = {**_row("errormap", [0.8, 0.7], 20.0, 0.50), "seeds": [0, 1]}  # median 0.75; EVOS 0.75 there too
+    text = "\n".join(report.checks({f"s|{r['strategy']}": r for r in (uniform, mine, errormap)}))
+    assert "evos:step reaches uniform's final PSNR in 0.60x" in text
+    assert ("vs the best baseline (errormap, 0.75x of uniform's time on the 2 seed(s) both ran; evos:step 0.75x there): "
+            "+0% sooner (target >= 15%: missed)") in text
+    # 0.5x over all three seeds, but "never" (the median of never and 0.4x) on the two the baseline ran
+    text = "\n".join(report.checks({"s|uniform": uniform, "s|evos:step": {**mine, "ratio": [None, 0.4, 0.5]},
+                                     "s|errormap": errormap}))
+    assert "reaches uniform's final PSNR in 0.50x" in text and "never reaches uniform's final there" in text
+
+
 def _run(report, scene, strategy, seed, step, psnr, ssim, seconds):
     return report.MeasuredRun(scene, strategy, seed, [{"step": step, "train_seconds": seconds, "psnr": psnr, "ssim": ssim}])
 
