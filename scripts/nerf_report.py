@@ -165,7 +165,9 @@ def same_stream_uniform(name: str, group: Dict[str, Any]):
 
     A selection stream alone moves uniform's final PSNR by up to 1 dB on fox (benchmarks/README,
     "The selection stream alone"), so a run on another stream is measured against uniform on its
-    own stream, never the seed's default one."""
+    own stream, never the seed's default one. Only the step and time ratios are: the equal-time
+    point and the "timed with uniform" flag stay the default uniform's, so a report comparing
+    streams in full is made with :func:`streams_as_seeds`, where each stream is its own group."""
     stream = split_stream(name)[1]
     return group.get(f"uniform:{STREAM_VARIANT}={stream}") if stream is not None else None
 
