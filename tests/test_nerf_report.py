@@ -108,6 +108,25 @@ def test_streams_as_seeds_takes_the_stream_out_of_the_name_and_into_the_seed():
         report.streams_as_seeds(runs + [_timed_run(report, "evos:sel-seed=7+step", "a.json", 100.0, (19.0, 20.0))])
 
 
+def test_paired_differences_give_the_mean_its_t_interval_and_count_the_pairs_at_or_above_uniform():
+    report = load_script("nerf_report")
+    mean, low, high = report.mean_interval([0.1, 0.3, 0.2])  # sd 0.1, t(0.975, 2) = 4.3027
+    assert (mean, low, high) == pytest.approx((0.2, 0.2 - 4.302653 * 0.1 / 3 ** 0.5, 0.2 + 4.302653 * 0.1 / 3 ** 0.5))
+    assert report.mean_interval([0.5]) == (0.5, None, None)
+    runs = []
+    for seed, (d_psnr, d_ssim) in enumerate(((0.1, -0.01), (0.3, 0.0), (0.2, 0.01))):
+        runs += [_run(report, "s", "uniform", seed, 1000, 20.0, 0.5, 100.0),
+                 _run(report, "s", "evos:step", seed, 1000, 20.0 + d_psnr, 0.5 + d_ssim, 100.0)]
+    # another stream of seed 0 pairs with uniform on that stream, not with the default one
+    runs += [_run(report, "s", "uniform:sel-seed=7", 0, 1000, 21.0, 0.6, 100.0),
+             _run(report, "s", "evos:step+sel-seed=7", 0, 1000, 20.9, 0.6, 100.0)]
+    text = "\n".join(report.paired_with_uniform(runs))
+    assert "| s | evos:step | 3 | +0.20 [-0.05, +0.45] | 3/3 | +0.0000 [-0.0248, +0.0248] | 2/3 |" in text
+    assert "| s | evos:step+sel-seed=7 | 1 | -0.10 | 0/1 | +0.0000 | 1/1 |" in text
+    pooled = "\n".join(report.paired_with_uniform(report.streams_as_seeds(runs)))
+    assert "| s | evos:step | 4 |" in pooled
+
+
 def test_a_run_from_another_process_does_not_move_the_groups_equal_time_point():
     report = load_script("nerf_report")
     group = [_timed_run(report, "uniform", "group.json", 100.0, (19.0, 20.0)),
