@@ -52,6 +52,9 @@ def test_evos_is_measured_against_a_baseline_on_the_seeds_both_ran():
     text = "\n".join(report.checks({"s|uniform": uniform, "s|evos:step": {**mine, "ratio": [None, 0.4, 0.5]},
                                      "s|errormap": errormap}))
     assert "reaches uniform's final PSNR in 0.50x" in text and "never reaches uniform's final there" in text
+    nobody = {**errormap, "ratio": [None, None]}
+    text = "\n".join(report.checks({"s|uniform": uniform, "s|evos:step": mine, "s|errormap": nobody}))
+    assert "baselines reaching uniform's final: none (target >= 15%: met, no baseline's median reaches it)." in text
 
 
 def _run(report, scene, strategy, seed, step, psnr, ssim, seconds):
