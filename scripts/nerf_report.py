@@ -160,6 +160,12 @@ def split_stream(name: str):
     return base + (":" + "+".join(kept) if kept else ""), stream
 
 
+def uniform_name(name: str) -> str:
+    """The name of uniform on ``name``'s selection stream: ``uniform``, or ``uniform:sel-seed=N``."""
+    stream = split_stream(name)[1]
+    return "uniform" if stream is None else f"uniform:{STREAM_VARIANT}={stream}"
+
+
 def same_stream_uniform(name: str, group: Dict[str, Any]):
     """Uniform on the same selection stream as ``name`` (``sel-seed=N``), if the group has it.
 
@@ -168,8 +174,7 @@ def same_stream_uniform(name: str, group: Dict[str, Any]):
     own stream, never the seed's default one. Only the step and time ratios are: the equal-time
     point and the "timed with uniform" flag stay the default uniform's, so a report comparing
     streams in full is made with :func:`streams_as_seeds`, where each stream is its own group."""
-    stream = split_stream(name)[1]
-    return group.get(f"uniform:{STREAM_VARIANT}={stream}") if stream is not None else None
+    return group.get(uniform_name(name)) if split_stream(name)[1] is not None else None
 
 
 def streams_as_seeds(runs) -> List[MeasuredRun]:
@@ -292,7 +297,7 @@ def _evos_checks(mine: Dict[str, Any], uniform: Dict[str, Any], baselines: List[
     # Each baseline against EVOS on the seeds both ran, so that a row with more seeds (or streams)
     # is not judged on draws the other never had.
     paired = {b["strategy"]: _paired(mine, b, key) for b in baselines}
-    reached = {b: median_ratio(theirs) for b, (_, theirs) in paired.items() if median_ratio(theirs) is not None}
+    reached = {b: m for b, (_, theirs) in paired.items() if (m := median_ratio(theirs)) is not None}
     if reached and t is not None:
         best = min(reached, key=reached.get)
         ours, theirs = paired[best]
@@ -379,10 +384,9 @@ def paired_with_uniform(runs) -> List[str]:
     by_key = {(r.scene, r.seed, r.strategy): r for r in runs}
     pairs: Dict[tuple, List[tuple]] = {}
     for r in runs:
-        strategy, stream = split_stream(r.strategy)
-        if strategy == "uniform":
+        if split_stream(r.strategy)[0] == "uniform":
             continue
-        ref = by_key.get((r.scene, r.seed, "uniform" if stream is None else f"uniform:{STREAM_VARIANT}={stream}"))
+        ref = by_key.get((r.scene, r.seed, uniform_name(r.strategy)))
         if ref is None or ref.history[-1]["step"] != r.history[-1]["step"]:
             continue
         end, ref_end = r.history[-1], ref.history[-1]
