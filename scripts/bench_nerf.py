@@ -427,7 +427,7 @@ def write_results(runs: List[Run], preset: Dict[str, Any], budget: Budget, seeds
     trained = runs
     if args.streams_as_seeds:
         runs = nerf_report.streams_as_seeds(runs)
-        seeds = sorted({r.seed for r in runs}, key=lambda s: tuple(map(int, s.split("/"))))
+        seeds = sorted({r.seed for r in runs}, key=nerf_report.seed_order)
     summary = nerf_report.summarise(runs)
     stem = args.name or f"nerf_{preset['name']}"
     header = (f"# NeRF benchmark, preset `{preset['name']}`\n\n{budget.steps} steps x {budget.rays} rays, reduced nerfacto "
@@ -439,7 +439,8 @@ def write_results(runs: List[Run], preset: Dict[str, Any], budget: Budget, seeds
               "(selection, forward, backward, optimizer step; evaluation excluded). Equal time: each strategy's "
               "curve interpolated at the shortest final training time of its (scene, seed) group.\n\n"
               f"![curves]({stem}.png)")
-    text = "\n".join([header, "", *nerf_report.table(summary), *nerf_report.checks(summary), *nerf_report.paired_with_uniform(runs), *nerf_report.gap_to_uniform(runs),
+    text = "\n".join([header, "", *nerf_report.table(summary), *nerf_report.checks(summary), *nerf_report.paired_with_uniform(runs),
+                      *nerf_report.head_to_head(summary), *nerf_report.gap_to_uniform(runs),
                       *nerf_report.gap_to_uniform(runs, views="train"), *nerf_report.halfway_lead(runs),
                       *nerf_report.curves(runs)])
     table = Table(title=f"NeRF benchmark ({preset['name']})")

@@ -102,11 +102,17 @@ def median_ratio(values: Sequence[Optional[float]]) -> Optional[float]:
     return None if math.isinf(m) else m
 
 
+def seed_order(seed: Any) -> tuple:
+    """Sort key of a seed: an int, or a ``"seed/stream"`` replicate of :func:`streams_as_seeds`
+    (as numbers, so replicate "10" follows "2" rather than "1")."""
+    return tuple(int(part) for part in str(seed).split("/"))
+
+
 def summarise(runs) -> Dict[str, Dict[str, Any]]:
     """Per (scene, strategy): finals, time/steps to uniform's final PSNR, PSNR/SSIM at equal time."""
     out: Dict[str, Dict[str, Any]] = {}
     for scene in sorted({r.scene for r in runs}):
-        for seed in sorted({r.seed for r in runs if r.scene == scene}):
+        for seed in sorted({r.seed for r in runs if r.scene == scene}, key=seed_order):
             group = {r.strategy: r for r in runs if r.scene == scene and r.seed == seed}
             uniform = group.get("uniform")
             # The comparison time comes from the runs timed with uniform: a run added later from a
@@ -407,6 +413,58 @@ def paired_with_uniform(runs) -> List[str]:
     return lines
 
 
+def _by_seed(row: Dict[str, Any], key: str) -> Dict[Any, Any]:
+    return dict(zip(row["seeds"], row[key]))
+
+
+def head_to_head(summary: Dict[str, Dict[str, Any]]) -> List[str]:
+    """Each EVOS row against each baseline, pair by pair on the seeds (and streams) both ran: who
+    reaches uniform's final PSNR in fewer steps, the median of EVOS's steps over the baseline's, a
+    two-sided sign test, and the mean end-of-budget difference with its 95% interval.
+
+    The 15% check compares two medians taken over seeds separately, so one lucky stream of either
+    sampler moves it. Pairing on the same seed and stream cancels what the pair shares (the model's
+    initialisation, uniform's run as the target), and the sign test says whether "sooner" holds more
+    often than a coin would give. A run that never reaches uniform's final counts as infinitely slow;
+    a pair where neither does is a tie and carries no ratio. Steps, not seconds: the baselines trained
+    in other processes than EVOS in the pooled reports."""
+    from scipy.stats import binomtest
+
+    lines = ["", "## EVOS against each baseline, pair by pair (same seed and stream): steps to uniform's final PSNR and the end of the budget", "",
+             "| scene | EVOS | baseline | pairs | EVOS sooner / later / tie | median EVOS ÷ baseline steps | sign test p | ΔPSNR (dB) | ΔSSIM |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    found = False
+    for scene in sorted({row["scene"] for row in summary.values()}):
+        mine_rows = [row for row in summary.values() if row["scene"] == scene and row["strategy"].split(":")[0] == "evos"]
+        for mine in mine_rows:
+            for name in BASELINES:
+                base = summary.get(f"{scene}|{name}")
+                if base is None or "seeds" not in mine or "seeds" not in base:
+                    continue
+                common = [s for s in mine["seeds"] if s in set(base["seeds"])]
+                if not common:
+                    continue
+                found = True
+                steps = [(_by_seed(mine, "step_ratio")[s], _by_seed(base, "step_ratio")[s]) for s in common]
+                ours = [math.inf if o is None else o for o, _ in steps]
+                theirs = [math.inf if t is None else t for _, t in steps]
+                sooner = sum(o < t for o, t in zip(ours, theirs))
+                later = sum(o > t for o, t in zip(ours, theirs))
+                ratios = [o / t for o, t in zip(ours, theirs) if not (math.isinf(o) and math.isinf(t))]
+                median = statistics.median(ratios) if ratios else None
+                median_text = ("-" if median is None else "EVOS never" if math.isinf(median)
+                               else f"{median:.2f}" if median > 0 else "baseline never")
+                p = f"{binomtest(sooner, sooner + later).pvalue:.2g}" if sooner + later else "-"
+                cells = []
+                for key, digits in (("psnr", 2), ("ssim", 4)):
+                    diffs = [_by_seed(mine, key)[s] - _by_seed(base, key)[s] for s in common]
+                    mean, low, high = mean_interval(diffs)
+                    cells.append(f"{mean:+.{digits}f}" + ("" if low is None else f" [{low:+.{digits}f}, {high:+.{digits}f}]"))
+                lines.append(f"| {scene} | {mine['strategy']} | {name} | {len(common)} | {sooner} / {later} / {len(common) - sooner - later} | "
+                             f"{median_text} | {p} | {cells[0]} | {cells[1]} |")
+    return lines if found else []
+
+
 def halfway_lead(runs) -> List[str]:
     """What reaching uniform's final PSNR in half its steps takes, per (scene, seed).
 
@@ -419,7 +477,7 @@ def halfway_lead(runs) -> List[str]:
     strategies = sorted({r.strategy for r in runs} - {"uniform"})
     by_key = {(r.scene, r.seed, r.strategy): r for r in runs}
     rows = []
-    for scene, seed in sorted({(r.scene, r.seed) for r in runs}):
+    for scene, seed in sorted({(r.scene, r.seed) for r in runs}, key=lambda pair: (pair[0], seed_order(pair[1]))):
         uniform = by_key.get((scene, seed, "uniform"))
         if uniform is None:
             continue
@@ -440,7 +498,7 @@ def curves(runs) -> List[str]:
     """Test PSNR / SSIM and training seconds at every evaluation, one table per (scene, seed)."""
     lines = ["", "## Curves: test PSNR / SSIM (training seconds) at each evaluation", ""]
     for scene in sorted({r.scene for r in runs}):
-        for seed in sorted({r.seed for r in runs if r.scene == scene}):
+        for seed in sorted({r.seed for r in runs if r.scene == scene}, key=seed_order):
             group = [r for r in runs if r.scene == scene and r.seed == seed]
             lines += [f"### {scene}, seed {seed}", "", "| step | " + " | ".join(r.strategy for r in group) + " |",
                       "|---|" + "---|" * len(group)]

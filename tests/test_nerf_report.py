@@ -292,3 +292,29 @@ def test_halfway_lead_is_each_runs_lead_at_half_uniforms_budget_against_uniforms
     assert "| s | 0 | 1.50 | +0.75 | +1.50 |" in text
     assert "| s | 1 |" not in text
     assert report.halfway_lead([run("evos", 0, {100: 20.0})]) == []
+
+
+def test_head_to_head_pairs_evos_with_each_baseline_by_seed_and_counts_never_as_infinitely_slow():
+    report = load_script("nerf_report")
+
+    def row(strategy, seeds, steps, psnr, ssim):
+        return {"scene": "s", "strategy": strategy, "seeds": seeds, "step_ratio": steps, "psnr": psnr, "ssim": ssim}
+
+    mine = row("evos:step", [0, 1, 2, 3], [0.5, None, 0.6, None], [20.5, 20.0, 21.1, 19.0], [0.5] * 4)
+    # listed in another seed order: the pairs must follow the seeds, not the positions
+    errormap = row("errormap", [3, 2, 1, 0], [None, 0.8, 0.7, 1.0], [19.0, 20.6, 20.1, 20.3], [0.49] * 4)
+    topk = row("topk", [0], [None], [20.0], [0.45])
+    text = "\n".join(report.head_to_head({f"s|{r['strategy']}": r for r in (mine, errormap, topk)}))
+    # seed 0 sooner (0.5 / 1.0), seed 1 later (never / 0.7), seed 2 sooner (0.6 / 0.8), seed 3 neither reaches:
+    # a tie with no ratio, so the median is over 0.5, 0.75 and infinity; PSNR differences 0.2, -0.1, 0.5, 0
+    # (mean 0.15, sd 0.2646, t(0.975, 3) = 3.1824: half-width 0.421)
+    assert "| s | evos:step | errormap | 4 | 2 / 1 / 1 | 0.75 | 1 | +0.15 [-0.27, +0.57] | +0.0100 [+0.0100, +0.0100] |" in text
+    assert "| s | evos:step | topk | 1 | 1 / 0 / 0 | baseline never | 1 | +0.50 | +0.0500 |" in text
+    assert report.head_to_head({"s|evos:step": mine}) == []  # no baseline ran
+
+
+def test_replicates_sort_as_numbers_not_as_text():
+    report = load_script("nerf_report")
+    runs = [report.MeasuredRun("s", "uniform", seed, _timed_run(report, "uniform", "a.json", 100.0, (19.0, 20.0)).history)
+            for seed in ("10", "2/1001", "2")]
+    assert report.summarise(runs)["s|uniform"]["seeds"] == ["2", "2/1001", "10"]
