@@ -166,10 +166,14 @@ def split_stream(name: str):
     return base + (":" + "+".join(kept) if kept else ""), stream
 
 
+def on_stream(name: str, stream: Optional[str]) -> str:
+    """``name`` run on selection stream ``stream`` (None: the seed's default stream)."""
+    return name if stream is None else f"{name}:{STREAM_VARIANT}={stream}"
+
+
 def uniform_name(name: str) -> str:
     """The name of uniform on ``name``'s selection stream: ``uniform``, or ``uniform:sel-seed=N``."""
-    stream = split_stream(name)[1]
-    return "uniform" if stream is None else f"uniform:{STREAM_VARIANT}={stream}"
+    return on_stream("uniform", split_stream(name)[1])
 
 
 def same_stream_uniform(name: str, group: Dict[str, Any]):
@@ -253,11 +257,19 @@ def checks(summary: Dict[str, Dict[str, Any]]) -> List[str]:
         rise = max(uniform["plateau_rise"])
         lines.append(f"- **{scene}**: uniform plateau: PSNR rose {rise:+.2f} dB over the last quarter (max over seeds; "
                      f"converged if < 0.2 dB: {'yes' if rise < 0.2 else 'NO'}).")
-        baselines = [summary[f"{scene}|{b}"] for b in BASELINES if f"{scene}|{b}" in summary]
-        for baseline in baselines:  # once per scene, not under every EVOS row
+        baseline_rows = [row for row in summary.values() if row["scene"] == scene and split_stream(row["strategy"])[0] in BASELINES]
+        baseline_rows.sort(key=lambda row: (split_stream(row["strategy"])[1] is not None, BASELINES.index(split_stream(row["strategy"])[0])))
+        for baseline in baseline_rows:  # once per scene, not under every EVOS row
             lines += _other_host_lines(baseline, "  - ")
         for mine in mine_rows:
-            lines += _evos_checks(mine, uniform, baselines)
+            # A run on selection stream N is judged against uniform and the baselines on stream N
+            # (its step ratios are already uniform-on-N's; see same_stream_uniform).
+            stream = split_stream(mine["strategy"])[1]
+            reference = summary.get(f"{scene}|{uniform_name(mine['strategy'])}")
+            if reference is None:
+                stream, reference = None, uniform
+            baselines = [summary[key] for b in BASELINES if (key := f"{scene}|{on_stream(b, stream)}") in summary]
+            lines += _evos_checks(mine, reference, baselines)
     return lines
 
 
@@ -437,7 +449,9 @@ def head_to_head(summary: Dict[str, Dict[str, Any]]) -> List[str]:
     for scene in sorted({row["scene"] for row in summary.values()}):
         mine_rows = [row for row in summary.values() if row["scene"] == scene and row["strategy"].split(":")[0] == "evos"]
         for mine in mine_rows:
+            stream = split_stream(mine["strategy"])[1]
             for name in BASELINES:
+                name = on_stream(name, stream)  # a run on stream N meets the baseline on stream N
                 base = summary.get(f"{scene}|{name}")
                 if base is None or "seeds" not in mine or "seeds" not in base:
                     continue

@@ -311,6 +311,10 @@ def test_head_to_head_pairs_evos_with_each_baseline_by_seed_and_counts_never_as_
     assert "| s | evos:step | errormap | 4 | 2 / 1 / 1 | 0.75 | 1 | +0.15 [-0.27, +0.57] | +0.0100 [+0.0100, +0.0100] |" in text
     assert "| s | evos:step | topk | 1 | 1 / 0 / 0 | baseline never | 1 | +0.50 | +0.0500 |" in text
     assert report.head_to_head({"s|evos:step": mine}) == []  # no baseline ran
+    # a run on selection stream 7 meets the baseline on stream 7, not the default stream's
+    on_7 = {**mine, "strategy": "evos:step+sel-seed=7"}
+    text = "\n".join(report.head_to_head({f"s|{r['strategy']}": r for r in (on_7, errormap, {**topk, "strategy": "topk:sel-seed=7"})}))
+    assert "| s | evos:step+sel-seed=7 | topk:sel-seed=7 | 1 |" in text and "errormap" not in text
 
 
 def test_replicates_sort_as_numbers_not_as_text():
@@ -318,3 +322,18 @@ def test_replicates_sort_as_numbers_not_as_text():
     runs = [report.MeasuredRun("s", "uniform", seed, _timed_run(report, "uniform", "a.json", 100.0, (19.0, 20.0)).history)
             for seed in ("10", "2/1001", "2")]
     assert report.summarise(runs)["s|uniform"]["seeds"] == ["2", "2/1001", "10"]
+
+
+def test_checks_judge_a_run_on_another_stream_against_uniform_and_the_baselines_on_that_stream():
+    report = load_script("nerf_report")
+    summary = {f"s|{r['strategy']}": r for r in (
+        _row("uniform", [1.0], 20.0, 0.50),
+        _row("errormap", [0.5], 20.5, 0.49),  # fast on the default stream
+        _row("uniform:sel-seed=7", [1.0], 21.0, 0.60),
+        _row("errormap:sel-seed=7", [0.9], 21.0, 0.59),
+        _row("evos:step+sel-seed=7", [0.6], 21.1, 0.61),
+    )}
+    text = "\n".join(report.checks(summary))
+    assert "evos:step+sel-seed=7 reaches uniform's final PSNR in 0.60x" in text
+    assert "not worse than uniform in PSNR or SSIM (21.10 vs 21.00 dB, 0.610 vs 0.600)" in text
+    assert "vs the best baseline (errormap:sel-seed=7, 0.90x of uniform's time): +33% sooner (target >= 15%: met)" in text
