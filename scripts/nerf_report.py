@@ -245,13 +245,18 @@ def table(summary: Dict[str, Dict[str, Any]]) -> List[str]:
     return lines
 
 
+def _evos_rows(summary: Dict[str, Dict[str, Any]], scene: str) -> List[Dict[str, Any]]:
+    """``evos`` and every ``evos:<variant>`` row of a scene (which one is a method's default depends on the method)."""
+    return [row for row in summary.values() if row["scene"] == scene and row["strategy"].split(":")[0] == "evos"]
+
+
 def checks(summary: Dict[str, Dict[str, Any]]) -> List[str]:
     """The targets of the real-capture benchmark, stated as met or missed per scene and EVOS row
     (``evos`` and every ``evos:<variant>``: which one is a method's default depends on the method)."""
     lines = ["", "## Checks", ""]
     for scene in sorted({row["scene"] for row in summary.values()}):
         uniform = summary.get(f"{scene}|uniform")
-        mine_rows = [row for row in summary.values() if row["scene"] == scene and row["strategy"].split(":")[0] == "evos"]
+        mine_rows = _evos_rows(summary, scene)
         if uniform is None or not mine_rows:
             continue
         rise = max(uniform["plateau_rise"])
@@ -447,8 +452,7 @@ def head_to_head(summary: Dict[str, Dict[str, Any]]) -> List[str]:
              "|---|---|---|---|---|---|---|---|---|"]
     found = False
     for scene in sorted({row["scene"] for row in summary.values()}):
-        mine_rows = [row for row in summary.values() if row["scene"] == scene and row["strategy"].split(":")[0] == "evos"]
-        for mine in mine_rows:
+        for mine in _evos_rows(summary, scene):
             stream = split_stream(mine["strategy"])[1]
             for name in BASELINES:
                 name = on_stream(name, stream)  # a run on stream N meets the baseline on stream N
@@ -459,9 +463,8 @@ def head_to_head(summary: Dict[str, Dict[str, Any]]) -> List[str]:
                 if not common:
                     continue
                 found = True
-                steps = [(_by_seed(mine, "step_ratio")[s], _by_seed(base, "step_ratio")[s]) for s in common]
-                ours = [math.inf if o is None else o for o, _ in steps]
-                theirs = [math.inf if t is None else t for _, t in steps]
+                ours, theirs = ([math.inf if by[s] is None else by[s] for s in common]
+                                for by in (_by_seed(mine, "step_ratio"), _by_seed(base, "step_ratio")))
                 sooner = sum(o < t for o, t in zip(ours, theirs))
                 later = sum(o > t for o, t in zip(ours, theirs))
                 ratios = [o / t for o, t in zip(ours, theirs) if not (math.isinf(o) and math.isinf(t))]
@@ -471,7 +474,8 @@ def head_to_head(summary: Dict[str, Dict[str, Any]]) -> List[str]:
                 p = f"{binomtest(sooner, sooner + later).pvalue:.2g}" if sooner + later else "-"
                 cells = []
                 for key, digits in (("psnr", 2), ("ssim", 4)):
-                    diffs = [_by_seed(mine, key)[s] - _by_seed(base, key)[s] for s in common]
+                    mine_at, base_at = _by_seed(mine, key), _by_seed(base, key)
+                    diffs = [mine_at[s] - base_at[s] for s in common]
                     mean, low, high = mean_interval(diffs)
                     cells.append(f"{mean:+.{digits}f}" + ("" if low is None else f" [{low:+.{digits}f}, {high:+.{digits}f}]"))
                 lines.append(f"| {scene} | {mine['strategy']} | {name} | {len(common)} | {sooner} / {later} / {len(common) - sooner - later} | "
