@@ -250,6 +250,11 @@ def _evos_rows(summary: Dict[str, Dict[str, Any]], scene: str) -> List[Dict[str,
     return [row for row in summary.values() if row["scene"] == scene and row["strategy"].split(":")[0] == "evos"]
 
 
+def _baselines_on(summary: Dict[str, Dict[str, Any]], scene: str, stream: Optional[str]) -> List[Dict[str, Any]]:
+    """The baselines' rows of a scene on selection stream ``stream`` (None: the default stream)."""
+    return [summary[key] for b in BASELINES if (key := f"{scene}|{on_stream(b, stream)}") in summary]
+
+
 def checks(summary: Dict[str, Dict[str, Any]]) -> List[str]:
     """The targets of the real-capture benchmark, stated as met or missed per scene and EVOS row
     (``evos`` and every ``evos:<variant>``: which one is a method's default depends on the method)."""
@@ -273,8 +278,7 @@ def checks(summary: Dict[str, Dict[str, Any]]) -> List[str]:
             reference = summary.get(f"{scene}|{uniform_name(mine['strategy'])}")
             if reference is None:
                 stream, reference = None, uniform
-            baselines = [summary[key] for b in BASELINES if (key := f"{scene}|{on_stream(b, stream)}") in summary]
-            lines += _evos_checks(mine, reference, baselines)
+            lines += _evos_checks(mine, reference, _baselines_on(summary, scene, stream))
     return lines
 
 
@@ -290,15 +294,15 @@ def _timed_together(rows: Sequence[Dict[str, Any]]) -> bool:
     return all(all(row.get("timed_with_uniform", [True])) for row in rows)
 
 
-def _paired(mine: Dict[str, Any], uniform: Dict[str, Any], key: str):
-    """``key``'s values of both rows on the seeds both ran (a row that ran fewer seeds, or fewer
-    streams of a report of :func:`streams_as_seeds`, is compared on those alone: seeds differ by
-    more than samplers do on fox)."""
-    if "seeds" not in mine or "seeds" not in uniform:
-        return mine[key], uniform[key]
-    common = set(mine["seeds"]) & set(uniform["seeds"])
-    return ([v for s, v in zip(mine["seeds"], mine[key]) if s in common],
-            [v for s, v in zip(uniform["seeds"], uniform[key]) if s in common])
+def _paired(mine: Dict[str, Any], other: Dict[str, Any], key: str):
+    """``key``'s values of both rows on the seeds both ran, aligned seed by seed in ``mine``'s
+    order (a row that ran fewer seeds, or fewer streams of a report of :func:`streams_as_seeds`,
+    is compared on those alone: seeds differ by more than samplers do on fox)."""
+    if "seeds" not in mine or "seeds" not in other:
+        return mine[key], other[key]
+    theirs = dict(zip(other["seeds"], other[key]))
+    common = [(s, v) for s, v in zip(mine["seeds"], mine[key]) if s in theirs]
+    return [v for _, v in common], [theirs[s] for s, _ in common]
 
 
 def _evos_checks(mine: Dict[str, Any], uniform: Dict[str, Any], baselines: List[Dict[str, Any]]) -> List[str]:
@@ -430,10 +434,6 @@ def paired_with_uniform(runs) -> List[str]:
     return lines
 
 
-def _by_seed(row: Dict[str, Any], key: str) -> Dict[Any, Any]:
-    return dict(zip(row["seeds"], row[key]))
-
-
 def head_to_head(summary: Dict[str, Dict[str, Any]]) -> List[str]:
     """Each EVOS row against each baseline, pair by pair on the seeds (and streams) both ran: who
     reaches uniform's final PSNR in fewer steps, the median of EVOS's steps over the baseline's, a
@@ -453,18 +453,16 @@ def head_to_head(summary: Dict[str, Dict[str, Any]]) -> List[str]:
     found = False
     for scene in sorted({row["scene"] for row in summary.values()}):
         for mine in _evos_rows(summary, scene):
-            stream = split_stream(mine["strategy"])[1]
-            for name in BASELINES:
-                name = on_stream(name, stream)  # a run on stream N meets the baseline on stream N
-                base = summary.get(f"{scene}|{name}")
-                if base is None or "seeds" not in mine or "seeds" not in base:
+            if "seeds" not in mine:
+                continue
+            # A run on stream N meets the baselines on stream N.
+            for base in _baselines_on(summary, scene, split_stream(mine["strategy"])[1]):
+                if "seeds" not in base:
                     continue
-                common = [s for s in mine["seeds"] if s in set(base["seeds"])]
-                if not common:
+                ours, theirs = ([math.inf if v is None else v for v in values] for values in _paired(mine, base, "step_ratio"))
+                if not ours:
                     continue
                 found = True
-                ours, theirs = ([math.inf if by[s] is None else by[s] for s in common]
-                                for by in (_by_seed(mine, "step_ratio"), _by_seed(base, "step_ratio")))
                 sooner = sum(o < t for o, t in zip(ours, theirs))
                 later = sum(o > t for o, t in zip(ours, theirs))
                 ratios = [o / t for o, t in zip(ours, theirs) if not (math.isinf(o) and math.isinf(t))]
@@ -474,11 +472,9 @@ def head_to_head(summary: Dict[str, Dict[str, Any]]) -> List[str]:
                 p = f"{binomtest(sooner, sooner + later).pvalue:.2g}" if sooner + later else "-"
                 cells = []
                 for key, digits in (("psnr", 2), ("ssim", 4)):
-                    mine_at, base_at = _by_seed(mine, key), _by_seed(base, key)
-                    diffs = [mine_at[s] - base_at[s] for s in common]
-                    mean, low, high = mean_interval(diffs)
+                    mean, low, high = mean_interval([a - b for a, b in zip(*_paired(mine, base, key))])
                     cells.append(f"{mean:+.{digits}f}" + ("" if low is None else f" [{low:+.{digits}f}, {high:+.{digits}f}]"))
-                lines.append(f"| {scene} | {mine['strategy']} | {name} | {len(common)} | {sooner} / {later} / {len(common) - sooner - later} | "
+                lines.append(f"| {scene} | {mine['strategy']} | {base['strategy']} | {len(ours)} | {sooner} / {later} / {len(ours) - sooner - later} | "
                              f"{median_text} | {p} | {cells[0]} | {cells[1]} |")
     return lines if found else []
 
