@@ -237,3 +237,32 @@ def test_nerfstudio_data_scene_trains_with_the_default_method(scene, tmp_path):
     out = ns("ns-train", args + ["nerfstudio-data", "--downscale-factor", "1"], tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "EVOS fitness store: 8 images" in out.stdout  # every 8th of 10 frames held out (0 and 8)
+
+
+def test_the_crossview_prior_projects_the_pipelines_trained_rays_into_the_other_cameras(scene):
+    from evos_nerf.core.crossview import project
+    from evos_nerf.nerfstudio.config import evos_nerf_blender_config
+    from evos_nerf.nerfstudio.datamanager import pinhole_views
+
+    config = evos_nerf_blender_config()
+    manager, model = config.pipeline.datamanager, config.pipeline.model
+    manager.data, manager.train_num_rays_per_batch = scene, 64
+    sampler = manager.pixel_sampler
+    sampler.unvisited_prior, sampler.prior_block, sampler.init_interval, sampler.end_interval = "crossview", 8, 4, 4
+    model.num_nerf_samples_per_ray, model.num_proposal_samples_per_ray = 16, (24, 16)
+    model.hidden_dim = model.hidden_dim_color = 32
+    model.log2_hashmap_size, model.max_res = 12, 128
+    pipeline = config.pipeline.setup(device="cpu", test_mode="val", world_size=1, local_rank=0)
+    datamanager = pipeline.datamanager
+    # The glue's cameras match the rays nerfstudio trains on: any point of a training ray projects back to its pixel.
+    indices = torch.tensor([[0, 3, 5], [1, 20, 30], [2, 31, 0]])
+    rays = datamanager.train_ray_generator(indices)
+    rows, cols, inside = project(pinhole_views(datamanager.train_dataset.cameras), rays.origins + 3.0 * rays.directions)
+    own = torch.arange(3), indices[:, 0]
+    assert inside[own].all() and torch.equal(rows[own], indices[:, 1]) and torch.equal(cols[own], indices[:, 2])
+    crossview = datamanager.selector.crossview
+    for step in range(4):
+        pipeline.get_train_loss_dict(step)
+    assert float(crossview.counts.sum()) > 64  # three steps of rays, each seen by several other cameras
+    datamanager.selector.maybe_evolve(4)  # the key iteration ranks with the evidence, which starts afresh
+    assert float(crossview.counts.sum()) == 0 and datamanager.selector.pool is not None

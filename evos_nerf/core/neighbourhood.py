@@ -100,7 +100,10 @@ def block_sizes(block: Blocks) -> Tuple[int, ...]:
     return sizes
 
 
-def block_estimate(values: Tensor, seen: Tensor, height: int, width: int, global_mean: float, block: Blocks) -> Tensor:
+def block_estimate(
+    values: Tensor, seen: Tensor, height: int, width: int, global_mean: float, block: Blocks,
+    evidence: Optional[Tuple[Tensor, Tensor]] = None,
+) -> Tensor:
     """[ceil(H/b), ceil(W/b)] posterior mean error of each finest block (size b) of one image.
 
     ``values`` [H*W] are the errors with unmeasured pixels at 0, ``seen`` [H*W] float 1 where measured.
@@ -109,6 +112,9 @@ def block_estimate(values: Tensor, seen: Tensor, height: int, width: int, global
     A ``BlockPrior``'s pseudo-count sets the shrinkage (one pseudo-observation for plain sizes); with
     a fitted one, the image's mean is shrunk toward ``global_mean`` with one (an image holds thousands).
     Its ``bonus`` c adds c posterior standard deviations to each finest block (``upper_bonus``).
+    ``evidence`` (sums, counts) per finest block, of readings from other sources (the other views'
+    errors, ``evos_nerf.core.crossview``), is one more level between the finest blocks and their
+    parent: shrunk toward the parent with one pseudo-observation, and the blocks toward it.
     """
     sizes = block_sizes(block)
     pseudo_count = block.pseudo_count if isinstance(block, BlockPrior) else 1.0
@@ -134,6 +140,8 @@ def block_estimate(values: Tensor, seen: Tensor, height: int, width: int, global
             k = fitted_pseudo_count(*sums[level], *parent_sums, max(hb, wb) if coarsest else factors[level])
         if not coarsest:  # the coarser estimate, spread over this level's blocks
             parent = expand_blocks(parent, hb, wb, factors[level]).view(hb, wb)
+        if level == 0 and evidence is not None:
+            parent = (evidence[0].to(block_total) + parent) / (evidence[1].to(block_count) + 1.0)
         parent = (block_total + k * parent) / (block_count + k)
     if bonus > 0:
         parent = parent + upper_bonus(*sums[0], k, bonus)
@@ -194,9 +202,10 @@ def fitted_pseudo_count(
 
 def fill_unmeasured(
     fitness: Tensor, measured: Tensor, height: int, width: int, global_mean: float, block: Blocks = 16,
-    shrinkage: float = 0.0,
+    shrinkage: float = 0.0, evidence: Optional[Tuple[Tensor, Tensor]] = None,
 ) -> None:
     """In place: every unmeasured pixel of one image [H*W] takes its block's estimate (O(H*W), few passes).
+    ``evidence``: other readings per finest block, a level of the estimate (``block_estimate``).
 
     ``measured`` is float 1 / 0. Unmeasured entries of ``fitness`` must hold 0, as the store's
     never-measured pixels do: the fill is then an add, which is much faster than a masked select.
@@ -206,7 +215,7 @@ def fill_unmeasured(
     fitness is a single stale sample (at 1200 steps x 512 rays a real capture's training pixel is
     measured well under once on average), and the block pools the evidence of its neighbours.
     """
-    estimate = expand_blocks(block_estimate(fitness, measured, height, width, global_mean, block),
+    estimate = expand_blocks(block_estimate(fitness, measured, height, width, global_mean, block, evidence),
                              height, width, block_sizes(block)[0])
     if shrinkage > 0:
         shrink_toward(fitness, estimate, measured, shrinkage)

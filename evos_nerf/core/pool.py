@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from evos_nerf.core.bits import bits_at, bits_of_indices, num_bytes, pack_bits, unpack_bits
+from evos_nerf.core.crossview import ViewBlocks
 from evos_nerf.core.neighbourhood import Blocks
 from evos_nerf.core.selection import CrossoverMethod, mutate, unordered_crossover_mask
 from evos_nerf.core.store import CrossoverPrior, Fitness, FitnessStore, ReduceSum, UnvisitedPrior, _identity, fill
@@ -58,6 +59,7 @@ def rank_pixel_mask(
     fitness: Fitness = "error",
     crossover_prior: CrossoverPrior = "edges",
     shrinkage: float = 0.0,
+    evidence: Optional[ViewBlocks] = None,
 ) -> Tuple[Tensor, float]:
     """The pool as a [P] bool mask (what it keeps; listing the members would cost a pass), and the
     crossover balance p (nan for rankings without crossover). Masked pixels never enter.
@@ -77,7 +79,7 @@ def rank_pixel_mask(
     with_edges = ranking == "evos" and crossover_method != "none"
     e, hf, sums = store.ranking_scores(
         stale_correction and ranking == "evos", reduce_sum, unvisited_prior, prior_block, with_edges, fitness,
-        crossover_prior, shrinkage if ranking == "evos" else 0.0,
+        crossover_prior, shrinkage if ranking == "evos" else 0.0, evidence,
     )
     if ranking == "topk" or hf is None:
         return top_k_mask(e, pool_size, generator=generator), math.nan

@@ -32,6 +32,7 @@ from torch import Tensor, nn
 
 from evos_nerf import distributed
 from evos_nerf.core import schedules
+from evos_nerf.core.crossview import CrossViewErrors, PinholeViews
 from evos_nerf.core.fitness_stats import summarise
 from evos_nerf.core.importance import ErrorMap, SoftMining
 from evos_nerf.core.neighbourhood import BlockPrior
@@ -96,7 +97,10 @@ class SelectorConfig:
     and a view-wide error level (blur, exposure, pose error) no longer draws the pool to that view."""
     unvisited_prior: UnvisitedPrior = "neighbourhood"
     """Fitness of never-visited pixels: neighbourhood (their measured block neighbours, shrunk
-    toward their image's mean) or mean (the global mean error)."""
+    toward their image's mean), mean (the global mean error), or crossview (evos and topk: the
+    neighbourhood prior with one more level, the errors of the rays trained since the last key
+    iteration projected from their depth into the other training cameras' blocks; the error that
+    several views see is the scene's, which training can take away: ``evos_nerf.core.crossview``)."""
     prior_block: int = 16
     """Block size in pixels for the neighbourhood prior (its finest, with ``prior_levels`` > 1)."""
     prior_levels: int = 1
@@ -282,7 +286,9 @@ class RaySelector(nn.Module):
         generator: torch.Generator,
         total_steps: int = 30000,
         collectives: ModuleType = distributed,
+        views: Optional[PinholeViews] = None,
     ) -> None:
+        """``views``: every training camera (all ranks'), which the crossview prior projects into."""
         super().__init__()
         self.config = config.validate()
         if config.fitness == "learnable" and store.uniform is None:
@@ -327,6 +333,11 @@ class RaySelector(nn.Module):
         self.softmining = SoftMining(store, config.softmining_alpha, config.softmining_uniform, config.softmining_warmup) \
             if config.strategy == "softmining" else None
         self._softmining_built_at: Optional[int] = None
+        self.crossview: Optional[CrossViewErrors] = None
+        if config.unvisited_prior == "crossview" and config.strategy in ("evos", "topk"):
+            if views is None:
+                raise ValueError("the crossview prior needs the training cameras (RaySelector(views=...))")
+            self.crossview = CrossViewErrors(views, config.prior_block, store.fitness.device)
 
     @contextmanager
     def _timed(self, timer: str) -> Iterator[None]:
@@ -458,9 +469,11 @@ class RaySelector(nn.Module):
                     )
         with self._timed("selection_seconds"):
             pool_size, _ = self.counts(step, store.num_valid)
+            evidence = self.crossview.take(self.comm.all_reduce_sum) if self.crossview is not None else None
             members, self.balance = rank_pixel_mask(
                 store, pool_size, c.strategy, self.generator, c.crossover, c.stale_correction,
                 c.unvisited_prior, c.neighbourhood_prior, self.comm.all_reduce_sum, c.fitness, c.crossover_prior, c.shrinkage,
+                evidence,
             )
             self._set_pool(CandidatePool(store, members))
             self.pool_ratio = self.controls.ratio
@@ -533,17 +546,26 @@ class RaySelector(nn.Module):
         q = torch.where(self.pool.contains(flat), q_pool, q_rest).double()
         return (self.num_valid_total * q).clamp_min(1e-12).pow(-a).float()
 
+    @property
+    def wants_points(self) -> bool:
+        """Whether ``observe`` uses the trained rays' surface points (the crossview prior)."""
+        return self.crossview is not None
+
     def observe(
-        self, flat: Tensor, errors: Tensor, step: int, trained: bool = True, uniform: Optional[Tensor] = None
+        self, flat: Tensor, errors: Tensor, step: int, trained: bool = True, uniform: Optional[Tensor] = None,
+        points: Optional[Tensor] = None,
     ) -> int:
         """Write back per-ray errors (NaN/inf skipped). Returns how many were skipped.
 
         ``uniform``: the selection's uniform-draw flags (``Selection.uniform``), which the
-        learnable-error fitness needs; None counts no ray as uniformly drawn."""
+        learnable-error fitness needs; None counts no ray as uniformly drawn. ``points``: [R, 3] world
+        point where each ray ends (its depth), which the crossview prior projects into the other views."""
         with self._timed("selection_seconds"):
             skipped = self.store.update(flat, errors, trained=trained, uniform=uniform)
             if self.errormap is not None and trained:
                 self.errormap.observe(flat, errors)
+            if self.crossview is not None and points is not None and trained:
+                self.crossview.add(points, errors, self.store.unflatten(flat)[:, 0])
         self.skipped_errors += skipped
         return skipped
 
@@ -565,8 +587,8 @@ class RaySelector(nn.Module):
         """This rank's part of the selection state, as flat checkpoint entries. A collective.
 
         Per-pixel state has one key per camera (``fitness/cam00042``, ``epoch/...``, ``visits/...``,
-        ``uniform/...`` and ``pool/...``: packed membership bits), so any world size can load it; the RNG and the
-        error map are per rank (``generator/rank1``); the rest is the same on every rank. Per-pixel
+        ``uniform/...`` and ``pool/...``: packed membership bits), so any world size can load it; the RNG, the
+        error map and the crossview prior's open readings are per rank (``generator/rank1``); the rest is the same on every rank. Per-pixel
         entries are views of the store: nothing is copied or gathered.
         """
         store, rank = self.store, self.comm.get_rank()
@@ -585,6 +607,8 @@ class RaySelector(nn.Module):
         if self.errormap is not None:
             for name, value in self.errormap.state_tensors().items():
                 state[rank_key("errormap", rank) + "/" + name] = value
+        if self.crossview is not None:  # this rank's readings since the last key iteration
+            state[rank_key("crossview", rank)] = self.crossview.state_tensor()
         pending = self._sum(store.epoch_sum, float(store.epoch_count))  # the open epoch, over all ranks
         state.update({
             "selector/strategy": _text(self.config.strategy),
@@ -611,7 +635,8 @@ class RaySelector(nn.Module):
 
     def load_sharded_state(self, state: Dict[str, Tensor], same_world_size: bool) -> None:
         """Restore from the entries ``wants_key`` chose (a collective). Per-pixel state is exact on any
-        world size; the RNG and the error map only come back when the world size is the same."""
+        world size; the RNG, the error map and the crossview readings of the open key interval only
+        come back when the world size is the same."""
         saved = _untext(state["selector/strategy"])
         if saved != self.config.strategy:
             raise UserInputError(
@@ -657,6 +682,10 @@ class RaySelector(nn.Module):
             tensors = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
             if tensors:
                 self.errormap.load_state_tensors(tensors)
+        if self.crossview is not None and same_world_size:
+            readings = state.get(rank_key("crossview", rank))
+            if readings is not None:
+                self.crossview.load_state_tensor(readings)
         self.num_valid_total = int(self._sum(float(store.num_valid))[0])
         self._set_pool(CandidatePool.from_image_bits(store, bits) if has_pool else None)
         self._refresh_statistics()
@@ -670,6 +699,8 @@ class RaySelector(nn.Module):
         out = super()._apply(fn, recurse)
         if getattr(self, "pool", None) is not None:
             self.pool = CandidatePool(self.store, self.pool.members())
+        if getattr(self, "crossview", None) is not None:
+            self.crossview.to_(self.store.fitness.device)
         return out
 
 

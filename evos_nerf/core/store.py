@@ -39,6 +39,7 @@ import torch
 from torch import Tensor, nn
 
 from evos_nerf.core.contrast import ssim_sensitivity
+from evos_nerf.core.crossview import ViewBlocks
 from evos_nerf.core.laplacian import laplacian_squared
 from evos_nerf.core.learnable import fit_floors, learnable_error
 from evos_nerf.core.neighbourhood import Blocks, fill_unmeasured, shrink_toward
@@ -55,8 +56,10 @@ CrossoverPrior = Literal["edges", "smooth"]
 Laplacian (the paper's high-frequency parent, PSNR on edges); smooth, SSIM's sensitivity
 1 / (2 s^2 + C2) (``evos_nerf.core.contrast``: error in flat regions, where SSIM loses most)."""
 
-UnvisitedPrior = Literal["neighbourhood", "mean"]
-"""How never-visited pixels are ranked: from their measured neighbours, or at the global mean."""
+UnvisitedPrior = Literal["neighbourhood", "mean", "crossview"]
+"""How never-visited pixels are ranked: from their measured neighbours, at the global mean, or from
+their measured neighbours and the other views' errors projected onto their block
+(``evos_nerf.core.crossview``; without that evidence it is the neighbourhood prior)."""
 
 ReduceSum = Callable[[Tensor], Tensor]
 """Sums a small float64 tensor over all shards (identity on one process)."""
@@ -427,6 +430,7 @@ class FitnessStore(nn.Module):
         fitness: Fitness = "error",
         second_parent: CrossoverPrior = "edges",
         shrinkage: float = 0.0,
+        evidence: Optional[ViewBlocks] = None,
     ) -> Tuple[Tensor, Optional[Tensor], Tuple[float, float]]:
         """(e, h, (sum e, sum h)): every pixel's estimated error now, its error weighted by the crossover
         prior (the second parent's score), and their sums over this shard's valid pixels. Masked pixels are -inf in both (never ranked).
@@ -438,6 +442,7 @@ class FitnessStore(nn.Module):
         the uniformly drawn error level, ``uniform_level_ratios``), whatever ``stale_correction`` says.
         With "relative", each image's estimates are divided by their mean over its valid pixels.
         ``shrinkage`` k blends each measured pixel's estimate with its prior (``fill_unmeasured``).
+        ``evidence``: the other views' errors per block, used by the ``crossview`` prior.
         """
         e = torch.empty(self.num_pixels, dtype=torch.float32, device=self.fitness.device)
         learnable = fitness == "learnable"
@@ -474,9 +479,12 @@ class FitnessStore(nn.Module):
             if masked:
                 valid = (~torch.isnan(self.fitness[start:end])).float()
                 measured.mul_(valid)
-            if unvisited_prior == "neighbourhood":
+            if unvisited_prior in ("neighbourhood", "crossview"):
+                views = None
+                if unvisited_prior == "crossview" and evidence is not None:
+                    views = evidence.image(int(self.cameras[local]))
                 fill_unmeasured(out, measured, int(self.heights[local]), int(self.widths[local]), prior, prior_block,
-                                shrinkage=shrinkage)
+                                shrinkage=shrinkage, evidence=views)
             elif shrinkage > 0:
                 shrink_toward(out, prior, measured, shrinkage)
             else:

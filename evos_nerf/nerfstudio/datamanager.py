@@ -20,6 +20,7 @@ from typing import Dict, List, Literal, Optional, Tuple, Type, Union
 
 import torch
 import tyro
+from nerfstudio.cameras.cameras import Cameras, CameraType
 from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManager, VanillaDataManagerConfig
 from nerfstudio.data.pixel_samplers import PixelSampler, PixelSamplerConfig
@@ -31,6 +32,7 @@ from torch import Tensor
 from torch.utils.data import Subset
 
 from evos_nerf import distributed
+from evos_nerf.core.crossview import PinholeViews
 from evos_nerf.core.selector import RaySelector
 from evos_nerf.core.sharding import assign_shards
 from evos_nerf.core.store import FitnessStore
@@ -65,6 +67,21 @@ class EvosDataManagerConfig(VanillaDataManagerConfig):
         if not (math.isfinite(scale) and scale > 0):
             raise UserInputError(f"--pipeline.datamanager.camera-res-scale-factor must be a finite number > 0, got {scale}")
         self.pixel_sampler.validate()
+
+
+def pinhole_views(cameras: Cameras) -> PinholeViews:
+    """The training cameras as the crossview prior projects into them (pinhole; distortion left out)."""
+    types = cameras.camera_type.view(-1)
+    if bool((types != CameraType.PERSPECTIVE.value).any()):
+        raise UserInputError(
+            "--pipeline.datamanager.pixel-sampler.unvisited-prior crossview needs perspective cameras; "
+            "use neighbourhood for fisheye or equirectangular captures"
+        )
+    return PinholeViews(
+        cameras.camera_to_worlds.detach().float().cpu(),
+        *(getattr(cameras, name).view(-1).float().cpu() for name in ("fx", "fy", "cx", "cy")),
+        cameras.height.view(-1).long().cpu(), cameras.width.view(-1).long().cpu(),
+    )
 
 
 class EvosDataManager(RunIdentity, VanillaDataManager):
@@ -116,7 +133,8 @@ class EvosDataManager(RunIdentity, VanillaDataManager):
         store = FitnessStore([sizes[c] for c in own], dtype, cameras=own, num_cameras=len(sizes),
                              track_visits=self.config.selection_counts, track_uniform=cfg.fitness == "learnable")
         generator = torch.Generator(device="cpu").manual_seed(seed)  # train_loop seeded torch per rank
-        self.selector = RaySelector(cfg, store, self.config.train_num_rays_per_batch, generator)
+        views = pinhole_views(cameras) if cfg.unvisited_prior == "crossview" else None
+        self.selector = RaySelector(cfg, store, self.config.train_num_rays_per_batch, generator, views=views)
         self._initialise_selector()
         self.train_pixel_sampler.attach(self.selector)
         shard = f" (rank {rank}'s shard of {world})" if world > 1 else ""

@@ -100,7 +100,10 @@ class EvosPipeline(VanillaPipeline):
         metrics_dict = self.model.get_metrics_dict(model_outputs, batch)
         loss_dict, ray_errors = self.evos_model.training_losses(model_outputs, batch, metrics_dict)
         check_finite_losses(loss_dict, step)
-        selector.observe(batch["evos_flat"], ray_errors, step, uniform=batch.get("evos_uniform"))
+        points = None
+        if selector.wants_points:  # where each ray ends: the crossview prior projects its error from there
+            points = ray_bundle.origins + ray_bundle.directions * model_outputs["depth"].detach()
+        selector.observe(batch["evos_flat"], ray_errors, step, uniform=batch.get("evos_uniform"), points=points)
         return model_outputs, loss_dict, metrics_dict
 
     @torch.no_grad()
