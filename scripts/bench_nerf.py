@@ -156,6 +156,7 @@ VARIANTS = {
     "no-stale-correction": {"stale_correction": False},
     "mean-prior": {"unvisited_prior": "mean"},
     "crossview-prior": {"unvisited_prior": "crossview"},
+    "crossview-pooled": {"unvisited_prior": "crossview-pooled"},
     "no-mutation": {"mutation": 0.0},
     "weighted": {"importance_weights": 1.0},
     "half-weighted": {"importance_weights": 0.5},

@@ -85,8 +85,9 @@ def _selector(prior: str) -> RaySelector:
     return RaySelector(config, store, batch_size=2, generator=torch.Generator().manual_seed(0), total_steps=10, views=_views())
 
 
-def test_a_never_visited_camera_ranks_the_block_another_view_saw_failing():
-    selector = _selector("crossview")
+@pytest.mark.parametrize("prior", ["crossview", "crossview-pooled"])
+def test_a_never_visited_camera_ranks_the_block_another_view_saw_failing(prior):
+    selector = _selector(prior)
     selector.maybe_evolve(0)
     flat = selector.store.flat_index(torch.tensor([0, 0]), torch.tensor([1, 5]), torch.tensor([1, 5]))
     points = torch.tensor([_point(1, 1), _point(5, 5)])
@@ -96,7 +97,7 @@ def test_a_never_visited_camera_ranks_the_block_another_view_saw_failing():
     assert selector.maybe_evolve(2)  # a key iteration: the ranking takes the evidence
     assert float(selector.crossview.counts.sum()) == 0
     # Global mean g = 0.505, camera 1's image mean g too; its block (0, 0) holds one reading of 1.0:
-    # (1.0 + g) / 2 = 0.7525, the same as the 15 never-visited pixels next to camera 0's measured 1.0.
+    # (1.0 + g) / 2 = 0.7525 (as a level or as a measurement: the block has none of its own), the same as the 15 never-visited pixels next to camera 0's measured 1.0.
     members = selector.store.unflatten(selector.pool.members())
     expected = {(c, y, x) for c in (0, 1) for y in range(4) for x in range(4)}
     assert {tuple(m) for m in members.tolist()} == expected
@@ -115,3 +116,20 @@ def test_a_checkpoint_keeps_the_readings_of_the_open_key_interval():
     resumed.load_sharded_state(original.sharded_state(), same_world_size=True)
     assert torch.equal(resumed.crossview.state_tensor(), original.crossview.state_tensor())
     assert float(resumed.crossview.counts.sum()) == 1
+
+
+def test_pooled_evidence_counts_as_measurements_of_the_block():
+    values, seen = torch.zeros(16), torch.zeros(16)
+    values[0], seen[0] = 0.9, 1.0
+    sums, counts = torch.tensor([[3.0, 0.0], [0.0, 0.0]]), torch.tensor([[2.0, 0.0], [0.0, 0.0]])
+    estimate = block_estimate(values, seen, 4, 4, 0.3, 2, evidence=(sums, counts), pooled=True)
+    image = (0.9 + 0.3) / 2
+    assert estimate[0, 0].item() == pytest.approx((0.9 + 3.0 + image) / 4)  # three measurements and the image
+    assert estimate[1, 1].item() == pytest.approx(image)
+
+
+def test_pooled_evidence_refuses_the_settings_that_fit_a_spread_it_is_not_part_of():
+    from evos_nerf.errors import UserInputError
+
+    with pytest.raises(UserInputError, match="prior-bonus"):
+        SelectorConfig(unvisited_prior="crossview-pooled", prior_bonus=1.0).validate()

@@ -102,7 +102,7 @@ def block_sizes(block: Blocks) -> Tuple[int, ...]:
 
 def block_estimate(
     values: Tensor, seen: Tensor, height: int, width: int, global_mean: float, block: Blocks,
-    evidence: Optional[Tuple[Tensor, Tensor]] = None,
+    evidence: Optional[Tuple[Tensor, Tensor]] = None, pooled: bool = False,
 ) -> Tensor:
     """[ceil(H/b), ceil(W/b)] posterior mean error of each finest block (size b) of one image.
 
@@ -114,7 +114,9 @@ def block_estimate(
     Its ``bonus`` c adds c posterior standard deviations to each finest block (``upper_bonus``).
     ``evidence`` (sums, counts) per finest block, of readings from other sources (the other views'
     errors, ``evos_nerf.core.crossview``), is one more level between the finest blocks and their
-    parent: shrunk toward the parent with one pseudo-observation, and the blocks toward it.
+    parent: shrunk toward the parent with one pseudo-observation, and the blocks toward it. With
+    ``pooled`` they are measurements of the block instead, at every level, beside its own (which may
+    be stale: the readings are recent); the pooled readings do not enter the fitted strength or the bonus.
     """
     sizes = block_sizes(block)
     pseudo_count = block.pseudo_count if isinstance(block, BlockPrior) else 1.0
@@ -124,6 +126,10 @@ def block_estimate(
     count, total = float(seen.sum()), float(values.sum())
     parent: Union[Tensor, float] = (total + k * global_mean) / (count + k)
     first = [block_sums(values, height, width, sizes[0]), block_sums(seen, height, width, sizes[0])]
+    if pooled and evidence is not None:
+        if fitted or bonus > 0:
+            raise ValueError("pooled evidence does not combine with a fitted strength or a bonus")
+        first = [first[0] + evidence[0].to(first[0]), first[1] + evidence[1].to(first[1])]
     if fitted or bonus > 0:
         first.append(block_sums(values * values, height, width, sizes[0]))
     sums = [tuple(first)]
@@ -140,7 +146,7 @@ def block_estimate(
             k = fitted_pseudo_count(*sums[level], *parent_sums, max(hb, wb) if coarsest else factors[level])
         if not coarsest:  # the coarser estimate, spread over this level's blocks
             parent = expand_blocks(parent, hb, wb, factors[level]).view(hb, wb)
-        if level == 0 and evidence is not None:
+        if level == 0 and evidence is not None and not pooled:
             parent = (evidence[0].to(block_total) + parent) / (evidence[1].to(block_count) + 1.0)
         parent = (block_total + k * parent) / (block_count + k)
     if bonus > 0:
@@ -202,10 +208,11 @@ def fitted_pseudo_count(
 
 def fill_unmeasured(
     fitness: Tensor, measured: Tensor, height: int, width: int, global_mean: float, block: Blocks = 16,
-    shrinkage: float = 0.0, evidence: Optional[Tuple[Tensor, Tensor]] = None,
+    shrinkage: float = 0.0, evidence: Optional[Tuple[Tensor, Tensor]] = None, pooled: bool = False,
 ) -> None:
     """In place: every unmeasured pixel of one image [H*W] takes its block's estimate (O(H*W), few passes).
-    ``evidence``: other readings per finest block, a level of the estimate (``block_estimate``).
+    ``evidence``: other readings per finest block, a level of the estimate or, ``pooled``, more
+    measurements of it (``block_estimate``).
 
     ``measured`` is float 1 / 0. Unmeasured entries of ``fitness`` must hold 0, as the store's
     never-measured pixels do: the fill is then an add, which is much faster than a masked select.
@@ -215,7 +222,7 @@ def fill_unmeasured(
     fitness is a single stale sample (at 1200 steps x 512 rays a real capture's training pixel is
     measured well under once on average), and the block pools the evidence of its neighbours.
     """
-    estimate = expand_blocks(block_estimate(fitness, measured, height, width, global_mean, block, evidence),
+    estimate = expand_blocks(block_estimate(fitness, measured, height, width, global_mean, block, evidence, pooled),
                              height, width, block_sizes(block)[0])
     if shrinkage > 0:
         shrink_toward(fitness, estimate, measured, shrinkage)

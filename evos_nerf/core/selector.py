@@ -39,7 +39,7 @@ from evos_nerf.core.neighbourhood import BlockPrior
 from evos_nerf.core.pool import POOL_CANDIDATES, CandidatePool, Importance, PoolDraw, live_importance, rank_pixel_mask
 from evos_nerf.core.selection import CrossoverMethod
 from evos_nerf.core.sharding import mutant_count, mutation_scale
-from evos_nerf.core.store import CrossoverPrior, Fitness, FitnessStore, UnvisitedPrior
+from evos_nerf.core.store import CROSSVIEW_PRIORS, CrossoverPrior, Fitness, FitnessStore, UnvisitedPrior
 from evos_nerf.errors import UserInputError
 
 Strategy = Literal["evos", "uniform", "topk", "staleness", "edges", "errormap", "softmining"]
@@ -100,7 +100,8 @@ class SelectorConfig:
     toward their image's mean), mean (the global mean error), or crossview (evos and topk: the
     neighbourhood prior with one more level, the errors of the rays trained since the last key
     iteration projected from their depth into the other training cameras' blocks; the error that
-    several views see is the scene's, which training can take away: ``evos_nerf.core.crossview``)."""
+    several views see is the scene's, which training can take away: ``evos_nerf.core.crossview``),
+    or crossview-pooled (the same readings counted as measurements of the block, beside its own)."""
     prior_block: int = 16
     """Block size in pixels for the neighbourhood prior (its finest, with ``prior_levels`` > 1)."""
     prior_levels: int = 1
@@ -193,6 +194,10 @@ class SelectorConfig:
             value = getattr(self, name)
             if not (value >= 0 and math.isfinite(value)):
                 raise UserInputError(f"{prefix}{name.replace('_', '-')} must be a finite number >= 0, got {value}")
+        if self.unvisited_prior == "crossview-pooled" and (self.prior_strength == "fitted" or self.prior_bonus > 0):
+            # The readings are pooled into a block's sums and counts, not into the spread these fit.
+            raise UserInputError(f"{prefix}unvisited-prior crossview-pooled does not combine with "
+                                 f"{prefix}prior-strength fitted or {prefix}prior-bonus > 0")
         if self.pool_draw not in ("uniform", "fitness", "annealed"):
             raise UserInputError(f"{prefix}pool-draw must be uniform, fitness or annealed, got {self.pool_draw!r}")
         if self.pool_draw != "uniform" and self.fitness != "error":
@@ -334,7 +339,7 @@ class RaySelector(nn.Module):
             if config.strategy == "softmining" else None
         self._softmining_built_at: Optional[int] = None
         self.crossview: Optional[CrossViewErrors] = None
-        if config.unvisited_prior == "crossview" and config.strategy in ("evos", "topk"):
+        if config.unvisited_prior in CROSSVIEW_PRIORS and config.strategy in ("evos", "topk"):
             if views is None:
                 raise ValueError("the crossview prior needs the training cameras (RaySelector(views=...))")
             self.crossview = CrossViewErrors(views, config.prior_block, store.fitness.device)

@@ -56,10 +56,13 @@ CrossoverPrior = Literal["edges", "smooth"]
 Laplacian (the paper's high-frequency parent, PSNR on edges); smooth, SSIM's sensitivity
 1 / (2 s^2 + C2) (``evos_nerf.core.contrast``: error in flat regions, where SSIM loses most)."""
 
-UnvisitedPrior = Literal["neighbourhood", "mean", "crossview"]
+UnvisitedPrior = Literal["neighbourhood", "mean", "crossview", "crossview-pooled"]
 """How never-visited pixels are ranked: from their measured neighbours, at the global mean, or from
 their measured neighbours and the other views' errors projected onto their block
-(``evos_nerf.core.crossview``; without that evidence it is the neighbourhood prior)."""
+(``evos_nerf.core.crossview``; without that evidence it is the neighbourhood prior): as a level
+between the block and its image (crossview) or as more measurements of the block (crossview-pooled)."""
+
+CROSSVIEW_PRIORS = ("crossview", "crossview-pooled")
 
 ReduceSum = Callable[[Tensor], Tensor]
 """Sums a small float64 tensor over all shards (identity on one process)."""
@@ -479,12 +482,12 @@ class FitnessStore(nn.Module):
             if masked:
                 valid = (~torch.isnan(self.fitness[start:end])).float()
                 measured.mul_(valid)
-            if unvisited_prior in ("neighbourhood", "crossview"):
+            if unvisited_prior == "neighbourhood" or unvisited_prior in CROSSVIEW_PRIORS:
                 views = None
-                if unvisited_prior == "crossview" and evidence is not None:
+                if unvisited_prior in CROSSVIEW_PRIORS and evidence is not None:
                     views = evidence.image(int(self.cameras[local]))
                 fill_unmeasured(out, measured, int(self.heights[local]), int(self.widths[local]), prior, prior_block,
-                                shrinkage=shrinkage, evidence=views)
+                                shrinkage=shrinkage, evidence=views, pooled=unvisited_prior == "crossview-pooled")
             elif shrinkage > 0:
                 shrink_toward(out, prior, measured, shrinkage)
             else:

@@ -35,7 +35,7 @@ from evos_nerf import distributed
 from evos_nerf.core.crossview import PinholeViews
 from evos_nerf.core.selector import RaySelector
 from evos_nerf.core.sharding import assign_shards
-from evos_nerf.core.store import FitnessStore
+from evos_nerf.core.store import CROSSVIEW_PRIORS, FitnessStore
 from evos_nerf.errors import UserInputError
 from evos_nerf.nerfstudio.data_checks import check_scene
 from evos_nerf.nerfstudio.run_identity import RunIdentity, agreed_run_id
@@ -74,7 +74,7 @@ def pinhole_views(cameras: Cameras) -> PinholeViews:
     types = cameras.camera_type.view(-1)
     if bool((types != CameraType.PERSPECTIVE.value).any()):
         raise UserInputError(
-            "--pipeline.datamanager.pixel-sampler.unvisited-prior crossview needs perspective cameras; "
+            "--pipeline.datamanager.pixel-sampler.unvisited-prior crossview and crossview-pooled need perspective cameras; "
             "use neighbourhood for fisheye or equirectangular captures"
         )
     return PinholeViews(
@@ -133,7 +133,7 @@ class EvosDataManager(RunIdentity, VanillaDataManager):
         store = FitnessStore([sizes[c] for c in own], dtype, cameras=own, num_cameras=len(sizes),
                              track_visits=self.config.selection_counts, track_uniform=cfg.fitness == "learnable")
         generator = torch.Generator(device="cpu").manual_seed(seed)  # train_loop seeded torch per rank
-        views = pinhole_views(cameras) if cfg.unvisited_prior == "crossview" else None
+        views = pinhole_views(cameras) if cfg.unvisited_prior in CROSSVIEW_PRIORS else None
         self.selector = RaySelector(cfg, store, self.config.train_num_rays_per_batch, generator, views=views)
         self._initialise_selector()
         self.train_pixel_sampler.attach(self.selector)
