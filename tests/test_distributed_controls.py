@@ -24,14 +24,7 @@ def _controls_worker(rank: int, port: int, out) -> None:
 
 
 def test_viewer_controls_set_on_rank_0_reach_every_rank_at_the_next_step():
-    import socket
+    from gloo import run_two_ranks
 
-    import torch.multiprocessing as mp
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    with mp.Manager() as manager:
-        out = manager.dict()
-        mp.spawn(_controls_worker, args=(port, out), nprocs=2, join=True)
-        assert out[0] == out[1] == (0.5, 0.1, True)
+    out = run_two_ranks(_controls_worker)
+    assert out[0] == out[1] == (0.5, 0.1, True)

@@ -31,20 +31,10 @@ def _crossview_worker(rank: int, port: int, out) -> None:
 
 
 def test_a_rank_ranks_its_camera_by_the_errors_another_rank_trained():
-    import socket
-    import sys
-    from pathlib import Path
+    from gloo import run_two_ranks
 
-    import torch.multiprocessing as mp
-
-    sys.path.insert(0, str(Path(__file__).parent))  # the workers import the test's cameras
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    with mp.Manager() as manager:
-        out = manager.dict()
-        mp.spawn(_crossview_worker, args=(port, out), nprocs=2, join=True)
-        # Rank 1 never trained its block (0, 0), but rank 0's failing ray projects there:
-        # (1.0 + 0.2575) / 2 against 0.2575 for the rest of camera 1 (its image mean).
-        assert out[1] == [(1, y, x) for y in range(4) for x in range(4)]
-        assert out[0] == [(0, y, x) for y in range(4) for x in range(4)]
+    out = run_two_ranks(_crossview_worker)
+    # Rank 1 never trained its block (0, 0), but rank 0's failing ray projects there:
+    # (1.0 + 0.2575) / 2 against 0.2575 for the rest of camera 1 (its image mean).
+    assert out[1] == [(1, y, x) for y in range(4) for x in range(4)]
+    assert out[0] == [(0, y, x) for y in range(4) for x in range(4)]
