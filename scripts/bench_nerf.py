@@ -335,7 +335,7 @@ def merge(args: Args) -> None:
     budgets = [f.data["budget"] for f in files]
     presets = {f.path: f.data["preset"] for f in files}
     threads = {str(f.data.get("threads", "?")) for f in files}
-    hosts = {f.data.get("host", "not recorded") for f in files}
+    hosts = nerf_report.host_list([f.data.get("host", "not recorded") for f in files])
     if not runs:
         raise SystemExit("--merge: no runs in the given files")
     if any(b != budgets[0] for b in budgets):
@@ -343,7 +343,7 @@ def merge(args: Args) -> None:
     seeds = sorted({r.seed for r in runs})
     preset = {**next(iter(presets.values())), "name": merged_preset_name(args, presets)}
     write_results(runs, preset, Budget(**budgets[0]), seeds, args, final=True, threads="/".join(sorted(threads)),
-                  hosts="; ".join(sorted(hosts)))
+                  hosts=hosts)
 
 
 def merged_preset_name(args: Args, presets: Dict[Path, Dict[str, Any]]) -> str:

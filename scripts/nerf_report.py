@@ -55,9 +55,18 @@ def read_result(path: Path) -> Optional[Dict[str, Any]]:
 
 
 def measured_runs(data: Dict[str, Any], process: str = "") -> List[MeasuredRun]:
-    """The runs of a result file; a run that does not name its process is given ``process``."""
+    """The runs of a result file; a run that does not name its process is given ``process``, and one
+    that does not name its CPU the file's, when the file names exactly one (a merged file's list of
+    several says nothing about which run trained where)."""
+    file_host = data.get("host") or ""
+    file_host = "" if ";" in file_host else file_host
     return [MeasuredRun(r["scene"], r["strategy"], r["seed"], r["history"], r.get("process") or process,
-                        r.get("host") or data.get("host") or "") for r in data["runs"]]
+                        r.get("host") or file_host) for r in data["runs"]]
+
+
+def host_list(labels: Sequence[str]) -> str:
+    """The CPUs of several files, each once: a merged file's label lists its own hosts with '; '."""
+    return "; ".join(sorted({host for label in labels for host in label.split("; ")}))
 
 
 @dataclass

@@ -274,6 +274,9 @@ def test_merged_runs_keep_the_cpu_of_the_part_that_trained_them(tmp_path):
               "runs": [{"scene": "s", "strategy": "evos", "seed": 0, "history": [], "process": "p.json", "host": "AMD"}]}
     assert report.measured_runs(part, "part.json")[0].host == "Intel Xeon"
     assert report.measured_runs(merged)[0].host == "AMD"
+    merged["runs"][0]["host"] = ""  # a run whose part recorded none: not one of the merged file's hosts
+    assert report.measured_runs(merged)[0].host == ""
+    assert report.host_list(["AMD; Intel Xeon", "AMD", "not recorded"]) == "AMD; Intel Xeon; not recorded"
 
 
 def test_halfway_lead_is_each_runs_lead_at_half_uniforms_budget_against_uniforms_second_half_gain():
