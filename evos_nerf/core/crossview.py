@@ -24,12 +24,12 @@ refinements), and the median depth of each ray as its surface.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Tuple
+from typing import Tuple
 
 import torch
 from torch import Tensor
 
-ReduceSum = Callable[[Tensor], Tensor]
+from evos_nerf.core.store import ReduceSum, pixel_offsets
 
 
 @dataclass(frozen=True)
@@ -95,22 +95,20 @@ class CrossViewErrors:
     def __init__(self, views: PinholeViews, block: int, device: torch.device = torch.device("cpu")) -> None:
         if block < 1:
             raise ValueError(f"cross-view block size must be >= 1, got {block}")
-        self.views = views.to(device)
         self.block = int(block)
         self.block_rows = -(-views.heights.long() // block)
         self.block_cols = -(-views.widths.long() // block)
-        offsets = torch.zeros(views.num_cameras + 1, dtype=torch.long)
-        offsets[1:] = torch.cumsum(self.block_rows * self.block_cols, 0)
-        self.offsets = offsets
-        self._first = offsets[:-1].to(device)
-        self._cols = self.block_cols.to(device)
-        self._cameras = torch.arange(views.num_cameras, device=device)
-        self.sums = torch.zeros(int(offsets[-1]), dtype=torch.float64, device=device)
+        self.offsets = pixel_offsets(self.block_rows * self.block_cols)
+        """Flat index of each camera's first block, plus the total (the store's layout, for blocks)."""
+        self.cameras = torch.arange(views.num_cameras)
+        self.views = views
+        self.sums = torch.zeros(int(self.offsets[-1]), dtype=torch.float64)
         self.counts = torch.zeros_like(self.sums)
+        self.to_(device)
 
     def to_(self, device: torch.device) -> None:
-        """Move the accumulators to ``device`` (the store's), in place."""
-        for name in ("sums", "counts", "_first", "_cols", "_cameras"):
+        """Move everything to ``device`` (the store's), in place."""
+        for name in ("block_rows", "block_cols", "offsets", "cameras", "sums", "counts"):
             setattr(self, name, getattr(self, name).to(device))
         self.views = self.views.to(device)
 
@@ -124,8 +122,8 @@ class CrossViewErrors:
         if points.numel() == 0:
             return
         rows, cols, inside = project(self.views, points)
-        inside &= self._cameras.view(1, -1) != source.view(-1, 1)
-        index = self._first.view(1, -1) + (rows // self.block) * self._cols.view(1, -1) + cols // self.block
+        inside &= self.cameras.view(1, -1) != source.view(-1, 1)
+        index = self.offsets[:-1].view(1, -1) + (rows // self.block) * self.block_cols.view(1, -1) + cols // self.block
         index = index[inside]
         self.sums.index_add_(0, index, errors.view(-1, 1).expand_as(inside)[inside])
         self.counts.index_add_(0, index, torch.ones_like(index, dtype=self.counts.dtype))

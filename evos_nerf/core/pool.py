@@ -20,17 +20,19 @@ batch's mutant share is |M_t| / |Z_t|: the two paths share ratios, schedules and
 from __future__ import annotations
 
 import math
-from typing import Callable, List, Literal, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, List, Literal, Optional, Tuple
 
 import torch
 from torch import Tensor
 
 from evos_nerf.core.bits import bits_at, bits_of_indices, num_bytes, pack_bits, unpack_bits
-from evos_nerf.core.crossview import ViewBlocks
 from evos_nerf.core.neighbourhood import Blocks
 from evos_nerf.core.selection import CrossoverMethod, mutate, unordered_crossover_mask
 from evos_nerf.core.store import CrossoverPrior, Fitness, FitnessStore, ReduceSum, UnvisitedPrior, _identity, fill
 from evos_nerf.core.threshold import top_k_mask
+
+if TYPE_CHECKING:
+    from evos_nerf.core.crossview import ViewBlocks
 
 Ranking = Literal["evos", "topk", "staleness", "edges"]
 """evos: crossover of (stale-corrected) error and edge-weighted error; topk: raw error only (hard

@@ -33,17 +33,19 @@ shard. Distributed runs pass ``reduce_sum`` so that the normalisers are agreed o
 from __future__ import annotations
 
 import math
-from typing import Callable, List, Literal, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Callable, List, Literal, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
 
 from evos_nerf.core.contrast import ssim_sensitivity
-from evos_nerf.core.crossview import ViewBlocks
 from evos_nerf.core.laplacian import laplacian_squared
 from evos_nerf.core.learnable import fit_floors, learnable_error
 from evos_nerf.core.neighbourhood import Blocks, fill_unmeasured, shrink_toward
 from evos_nerf.core.selection import mutate
+
+if TYPE_CHECKING:  # crossview builds on this module (pixel_offsets)
+    from evos_nerf.core.crossview import ViewBlocks
 
 Fitness = Literal["error", "learnable", "relative"]
 """What a pixel's fitness is: its (stale-corrected) error; only the part of it that training is
@@ -482,12 +484,12 @@ class FitnessStore(nn.Module):
             if masked:
                 valid = (~torch.isnan(self.fitness[start:end])).float()
                 measured.mul_(valid)
-            if unvisited_prior == "neighbourhood" or unvisited_prior in CROSSVIEW_PRIORS:
-                views = None
+            if unvisited_prior != "mean":  # neighbourhood, and the crossview priors that build on it
+                readings = None
                 if unvisited_prior in CROSSVIEW_PRIORS and evidence is not None:
-                    views = evidence.image(int(self.cameras[local]))
+                    readings = evidence.image(int(self.cameras[local]))
                 fill_unmeasured(out, measured, int(self.heights[local]), int(self.widths[local]), prior, prior_block,
-                                shrinkage=shrinkage, evidence=views, pooled=unvisited_prior == "crossview-pooled")
+                                shrinkage=shrinkage, evidence=readings, pooled=unvisited_prior == "crossview-pooled")
             elif shrinkage > 0:
                 shrink_toward(out, prior, measured, shrinkage)
             else:
