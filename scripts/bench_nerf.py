@@ -157,6 +157,7 @@ VARIANTS = {
     "mean-prior": {"unvisited_prior": "mean"},
     "crossview-prior": {"unvisited_prior": "crossview"},
     "crossview-pooled": {"unvisited_prior": "crossview-pooled"},
+    "crossview-visible": {"unvisited_prior": "crossview-pooled", "crossview_occlusion": 0.1},
     "no-mutation": {"mutation": 0.0},
     "weighted": {"importance_weights": 1.0},
     "half-weighted": {"importance_weights": 0.5},

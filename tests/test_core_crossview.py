@@ -133,3 +133,39 @@ def test_pooled_evidence_refuses_the_settings_that_fit_a_spread_it_is_not_part_o
 
     with pytest.raises(UserInputError, match="prior-bonus"):
         SelectorConfig(unvisited_prior="crossview-pooled", prior_bonus=1.0).validate()
+
+
+def test_the_occlusion_test_drops_a_reading_behind_the_surface_its_camera_sees_there():
+    def camera_one_counts(occlusion):
+        evidence = CrossViewErrors(_views(2), block=4, occlusion=occlusion)
+        # Camera 1's own ray finds its surface at depth 1 in its block (0, 0); its block (1, 1) is never trained.
+        evidence.add(torch.tensor([_point(1, 1)]), torch.tensor([0.1]), source=torch.tensor([1]))
+        # Camera 0's rays: behind that surface (depth 2), just in front of the tolerance (1.05), and in the untrained block.
+        points = torch.tensor([_point(1, 1, depth=2.0), _point(2, 2, depth=1.05), _point(5, 5, depth=3.0)])
+        evidence.add(points, torch.tensor([0.5, 0.6, 0.7]), source=torch.tensor([0, 0, 0]))
+        return evidence.take(lambda t: t).image(1)[1], evidence
+
+    counts, evidence = camera_one_counts(0.1)
+    assert counts.tolist() == [[1, 0], [0, 1]]
+    assert camera_one_counts(None)[0].tolist() == [[2, 0], [0, 1]]
+    # The surface outlives the key interval, so the next interval's hidden readings are dropped too.
+    assert evidence.surface[evidence.offsets[1]].item() == pytest.approx(1.0) and float(evidence.surface_now.sum()) == 0
+    evidence.add(torch.tensor([_point(0, 0, depth=1.5)]), torch.tensor([0.5]), source=torch.tensor([0]))
+    assert float(evidence.counts[evidence.offsets[1]:].sum()) == 0
+
+
+def test_a_checkpoint_from_before_the_occlusion_test_loads_without_depths():
+    evidence = CrossViewErrors(_views(2), block=4, occlusion=0.1)
+    evidence.load_state_tensor(torch.stack([torch.ones(8), torch.full((8,), 2.0)]))
+    assert evidence.counts.tolist() == [2.0] * 8 and float(evidence.surface.sum()) == 0
+    with pytest.raises(ValueError, match="shape"):
+        evidence.load_state_tensor(torch.zeros(3, 8))
+
+
+def test_the_occlusion_tolerance_is_checked_and_needs_a_crossview_prior():
+    from evos_nerf.errors import UserInputError
+
+    with pytest.raises(UserInputError, match="crossview-occlusion needs .*unvisited-prior"):
+        SelectorConfig(crossview_occlusion=0.1).validate()
+    with pytest.raises(UserInputError, match="crossview-occlusion must be"):
+        SelectorConfig(unvisited_prior="crossview", crossview_occlusion=-1.0).validate()

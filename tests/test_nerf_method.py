@@ -239,7 +239,8 @@ def test_nerfstudio_data_scene_trains_with_the_default_method(scene, tmp_path):
     assert "EVOS fitness store: 8 images" in out.stdout  # every 8th of 10 frames held out (0 and 8)
 
 
-def test_the_crossview_prior_projects_the_pipelines_trained_rays_into_the_other_cameras(scene):
+@pytest.mark.parametrize("occlusion", [None, 0.1])
+def test_the_crossview_prior_projects_the_pipelines_trained_rays_into_the_other_cameras(scene, occlusion):
     from evos_nerf.core.crossview import project
     from evos_nerf.nerfstudio.config import evos_nerf_blender_config
     from evos_nerf.nerfstudio.datamanager import pinhole_views
@@ -249,6 +250,7 @@ def test_the_crossview_prior_projects_the_pipelines_trained_rays_into_the_other_
     manager.data, manager.train_num_rays_per_batch = scene, 64
     sampler = manager.pixel_sampler
     sampler.unvisited_prior, sampler.prior_block, sampler.init_interval, sampler.end_interval = "crossview", 8, 4, 4
+    sampler.crossview_occlusion = occlusion
     model.num_nerf_samples_per_ray, model.num_proposal_samples_per_ray = 16, (24, 16)
     model.hidden_dim = model.hidden_dim_color = 32
     model.log2_hashmap_size, model.max_res = 12, 128
@@ -266,3 +268,5 @@ def test_the_crossview_prior_projects_the_pipelines_trained_rays_into_the_other_
     assert float(crossview.counts.sum()) > 64  # three steps of rays, each seen by several other cameras
     datamanager.selector.maybe_evolve(4)  # the key iteration ranks with the evidence, which starts afresh
     assert float(crossview.counts.sum()) == 0 and datamanager.selector.pool is not None
+    # With the occlusion test each camera's trained rays leave the depth of its surface behind.
+    assert (int((crossview.surface > 0).sum()) > 0) == (occlusion is not None)

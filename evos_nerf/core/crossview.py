@@ -15,16 +15,27 @@ one more level of the prior's shrinkage (``evos_nerf.core.neighbourhood.block_es
 block's own measurements are shrunk toward its cross-view estimate, which is shrunk toward the
 image's mean. Then they start again, so the evidence is never older than one key interval.
 
+An optional occlusion test (``occlusion``, a depth tolerance): a camera's own trained rays also
+tell where its visible surface lies, so each block keeps the deepest surface depth its rays found
+(in the camera's z). A reading whose point lies more than the tolerance behind that depth is
+hidden from the camera there (the far side of an object, seen through it) and is dropped: it
+says nothing about what that camera's pixels show. The deepest, not the mean, because a block
+can hold a near object and the background behind it, and a point is visible somewhere in the
+block if it is no deeper than the deepest surface seen there; a block none of whose rays has been
+trained yet keeps every reading. The depths of one key interval are agreed over ranks with the
+readings (a sum is a maximum here: only the rank that owns a camera trains its rays) and stay
+until the block is trained again.
+
 Approximations, on purpose: pinhole projection (lens distortion is left out: at 16 px blocks it
-moves a point by a few pixels on fox's half-size images), no occlusion test (a point hidden from a
-camera still counts there), the poses as the dataparser gives them (not the camera optimizer's
-refinements), and the median depth of each ray as its surface.
+moves a point by a few pixels on fox's half-size images), the poses as the dataparser gives them
+(not the camera optimizer's refinements), and the median depth of each ray as its surface.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -56,6 +67,12 @@ class PinholeViews:
 def project(views: PinholeViews, points: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
     """World points [R, 3] -> (rows, columns, inside), each [R, C]: the pixel of each point in each
     camera, and whether the point lies in front of that camera and inside its image."""
+    rows, cols, inside, _ = project_with_depth(views, points)
+    return rows, cols, inside
+
+
+def project_with_depth(views: PinholeViews, points: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``project`` plus each point's depth along each camera's viewing axis (its z), [R, C]."""
     rotation = views.camera_to_worlds[:, :3, :3].to(points.dtype)
     offset = points[:, None, :] - views.camera_to_worlds[:, :3, 3].to(points.dtype)[None]
     local = torch.einsum("cji,rcj->rci", rotation, offset)  # R^T (X - t): world to camera
@@ -69,7 +86,7 @@ def project(views: PinholeViews, points: Tensor) -> Tuple[Tensor, Tensor, Tensor
     rows = torch.floor(torch.where(finite, v, torch.full_like(v, -1.0))).long()
     inside = in_front & finite & (cols >= 0) & (rows >= 0)
     inside &= (cols < views.widths.view(1, -1)) & (rows < views.heights.view(1, -1))
-    return rows, cols, inside
+    return rows, cols, inside, depth
 
 
 @dataclass
@@ -92,10 +109,18 @@ class ViewBlocks:
 class CrossViewErrors:
     """Trained rays' errors at their surface points, projected into every other camera's blocks."""
 
-    def __init__(self, views: PinholeViews, block: int, device: torch.device = torch.device("cpu")) -> None:
+    def __init__(
+        self, views: PinholeViews, block: int, device: torch.device = torch.device("cpu"),
+        occlusion: Optional[float] = None,
+    ) -> None:
+        """``occlusion``: drop a reading that lies more than this share deeper than the deepest surface
+        its camera's own rays found in that block (module docstring); None keeps every reading."""
         if block < 1:
             raise ValueError(f"cross-view block size must be >= 1, got {block}")
+        if occlusion is not None and not (occlusion >= 0 and math.isfinite(occlusion)):
+            raise ValueError(f"cross-view occlusion tolerance must be a finite number >= 0, got {occlusion}")
         self.block = int(block)
+        self.occlusion = occlusion
         self.block_rows = -(-views.heights.long() // block)
         self.block_cols = -(-views.widths.long() // block)
         self.offsets = pixel_offsets(self.block_rows * self.block_cols)
@@ -104,11 +129,15 @@ class CrossViewErrors:
         self.views = views
         self.sums = torch.zeros(int(self.offsets[-1]), dtype=torch.float64)
         self.counts = torch.zeros_like(self.sums)
+        self.surface_now = torch.zeros_like(self.sums)
+        """Deepest surface depth this rank's own rays found per block since the last key iteration (0: none)."""
+        self.surface = torch.zeros_like(self.sums)
+        """The same, agreed over ranks at the last key iteration where a block was trained (0: never)."""
         self.to_(device)
 
     def to_(self, device: torch.device) -> None:
         """Move everything to ``device`` (the store's), in place."""
-        for name in ("block_rows", "block_cols", "offsets", "cameras", "sums", "counts"):
+        for name in ("block_rows", "block_cols", "offsets", "cameras", "sums", "counts", "surface_now", "surface"):
             setattr(self, name, getattr(self, name).to(device))
         self.views = self.views.to(device)
 
@@ -121,26 +150,39 @@ class CrossViewErrors:
         points, errors, source = points[keep], errors[keep], source[keep]
         if points.numel() == 0:
             return
-        rows, cols, inside = project(self.views, points)
-        inside &= self.cameras.view(1, -1) != source.view(-1, 1)
+        rows, cols, inside, depth = project_with_depth(self.views, points)
         index = self.offsets[:-1].view(1, -1) + (rows // self.block) * self.block_cols.view(1, -1) + cols // self.block
+        own = self.cameras.view(1, -1) == source.view(-1, 1)
+        if self.occlusion is not None:
+            self.surface_now.scatter_reduce_(0, index[inside & own], depth[inside & own].double(), reduce="amax")
+        inside &= ~own
+        readings = errors.view(-1, 1).expand_as(inside)[inside]
         index = index[inside]
-        self.sums.index_add_(0, index, errors.view(-1, 1).expand_as(inside)[inside])
+        if self.occlusion is not None:
+            deepest = torch.maximum(self.surface, self.surface_now)[index]
+            visible = (deepest <= 0) | (depth[inside].double() <= (1.0 + self.occlusion) * deepest)
+            index, readings = index[visible], readings[visible]
+        self.sums.index_add_(0, index, readings)
         self.counts.index_add_(0, index, torch.ones_like(index, dtype=self.counts.dtype))
 
     def state_tensor(self) -> Tensor:
-        """[2, blocks] float64: this rank's sums and counts since the last key iteration (checkpoints)."""
-        return torch.stack([self.sums, self.counts])
+        """[4, blocks] float64: this rank's sums, counts and surface depths (checkpoints)."""
+        return torch.stack([self.sums, self.counts, self.surface_now, self.surface])
 
     def load_state_tensor(self, state: Tensor) -> None:
-        if state.shape != (2, self.sums.numel()):
+        """Also takes the [2, blocks] of checkpoints from before the occlusion test (no depths yet)."""
+        if state.dim() != 2 or state.shape[0] not in (2, 4) or state.shape[1] != self.sums.numel():
             raise ValueError(f"crossview readings of shape {tuple(state.shape)} for {self.sums.numel()} blocks")
-        self.sums.copy_(state[0])
-        self.counts.copy_(state[1])
+        rows = list(state) + [torch.zeros_like(self.sums)] * (4 - state.shape[0])
+        for name, row in zip(("sums", "counts", "surface_now", "surface"), rows):
+            getattr(self, name).copy_(row)
 
     def take(self, reduce_sum: ReduceSum) -> ViewBlocks:
         """The evidence since the last call, summed over all ranks (a collective); starts afresh."""
-        agreed = reduce_sum(torch.stack([self.sums, self.counts]))  # a new tensor: zeroing below keeps it
+        agreed = reduce_sum(torch.stack([self.sums, self.counts, self.surface_now]))  # a new tensor
         self.sums.zero_()
         self.counts.zero_()
+        # Each camera's rays are trained on one rank only, so the sum of the ranks' maxima is the maximum.
+        self.surface.copy_(torch.where(agreed[2] > 0, agreed[2], self.surface))
+        self.surface_now.zero_()
         return ViewBlocks(agreed[0], agreed[1], self.offsets, self.block_rows, self.block_cols)

@@ -102,6 +102,10 @@ class SelectorConfig:
     iteration projected from their depth into the other training cameras' blocks; the error that
     several views see is the scene's, which training can take away: ``evos_nerf.core.crossview``),
     or crossview-pooled (the same readings counted as measurements of the block, beside its own)."""
+    crossview_occlusion: Optional[float] = None
+    """crossview priors: drop a reading in a camera where its point lies more than this share deeper
+    than the deepest surface that camera's own trained rays found in the block (the point is hidden
+    there, e.g. an object's far side); None keeps every reading (``evos_nerf.core.crossview``)."""
     prior_block: int = 16
     """Block size in pixels for the neighbourhood prior (its finest, with ``prior_levels`` > 1)."""
     prior_levels: int = 1
@@ -198,6 +202,14 @@ class SelectorConfig:
             # The readings are pooled into a block's sums and counts, not into the spread these fit.
             raise UserInputError(f"{prefix}unvisited-prior crossview-pooled does not combine with "
                                  f"{prefix}prior-strength fitted or {prefix}prior-bonus > 0")
+        if self.crossview_occlusion is not None:
+            if not (self.crossview_occlusion >= 0 and math.isfinite(self.crossview_occlusion)):
+                raise UserInputError(
+                    f"{prefix}crossview-occlusion must be a finite number >= 0, got {self.crossview_occlusion}"
+                )
+            if self.unvisited_prior not in CROSSVIEW_PRIORS:
+                raise UserInputError(f"{prefix}crossview-occlusion needs {prefix}unvisited-prior crossview or crossview-pooled, "
+                                     f"got {self.unvisited_prior}")
         if self.pool_draw not in ("uniform", "fitness", "annealed"):
             raise UserInputError(f"{prefix}pool-draw must be uniform, fitness or annealed, got {self.pool_draw!r}")
         if self.pool_draw != "uniform" and self.fitness != "error":
@@ -342,7 +354,7 @@ class RaySelector(nn.Module):
         if config.unvisited_prior in CROSSVIEW_PRIORS and config.strategy in ("evos", "topk"):
             if views is None:
                 raise ValueError("the crossview prior needs the training cameras (RaySelector(views=...))")
-            self.crossview = CrossViewErrors(views, config.prior_block, store.fitness.device)
+            self.crossview = CrossViewErrors(views, config.prior_block, store.fitness.device, config.crossview_occlusion)
 
     @contextmanager
     def _timed(self, timer: str) -> Iterator[None]:
