@@ -14,6 +14,7 @@ import itertools
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -59,7 +60,11 @@ class Chromium:
         ]
         with open(self.log, "wb") as log:
             try:
-                self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+                # Its own process group, so that closing it also stops the helper processes, which
+                # otherwise write into the profile after it is removed and leave it in /tmp; and its
+                # temporary files (shared memory, with --disable-dev-shm-usage) inside the profile.
+                self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                                env={**os.environ, "TMPDIR": str(self.profile)})
             except OSError as err:
                 raise BrowserUnavailable(f"could not run {exe}: {err}") from err
         port_file = self.profile / "DevToolsActivePort"
@@ -82,12 +87,16 @@ class Chromium:
         ws = getattr(self, "ws", None)
         if ws is not None:
             ws.close()
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
+        if self.process is not None:
+            for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
+                try:
+                    os.killpg(self.process.pid, sig)
+                except ProcessLookupError:  # the whole group is gone
+                    break
+                try:
+                    self.process.wait(timeout=wait)
+                except subprocess.TimeoutExpired:
+                    pass
         shutil.rmtree(self.profile, ignore_errors=True)
 
     def call(self, method: str, timeout: float = 30.0, **params: Any) -> dict:
