@@ -31,6 +31,20 @@ PANEL = ["EVOS", "Selection ratio", "Mutation ratio", "Pause evolution", "Camera
          "Key interval", "Steps since key", "Never visited", "Fitness mean", "Fitness p50", "Fitness p99"]
 
 
+PAUSED_ON = "EVOS viewer: paused set to True (uniform sampling)"
+PAUSED_OFF = "EVOS viewer: paused set to False (EVOS selection)"
+
+
+def wait_for_line(log: Path, text: str, timeout: float) -> bool:
+    """Whether ``text`` shows up in the training log within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if text in log.read_text(errors="replace"):
+            return True
+        time.sleep(0.25)
+    return False
+
+
 def button(text: str) -> str:
     return f"Array.from(document.querySelectorAll('button')).find(b => b.textContent.includes({text!r})) || null"
 
@@ -111,8 +125,12 @@ def test_evos_panel_in_headless_chromium(tmp_path):
 
             # A user's clicks: switch evolution off and on again, then resume training. A click lost
             # on a loaded machine (the box never ticked in 240 s, stop 39's CI) is clicked again.
+            # Each click is also waited for on the server: its callback reads the box when it runs, so two
+            # clicks queued behind a render holding the train lock would both read the final state.
             assert browser.click_until(labelled("Pause evolution"), labelled("Pause evolution") + ".checked", CLICK_WAIT)
+            assert wait_for_line(log, PAUSED_ON, CLICK_WAIT), f"the server never heard the click: no {PAUSED_ON!r}"
             assert browser.click_until(labelled("Pause evolution"), "!" + labelled("Pause evolution") + ".checked", CLICK_WAIT)
+            assert wait_for_line(log, PAUSED_OFF, CLICK_WAIT), f"the server never heard the click: no {PAUSED_OFF!r}"
             browser.click(button("Resume Training"))
 
             # The read-outs fill in from training: after the first ranking some pixels are visited.
@@ -144,8 +162,7 @@ def test_evos_panel_in_headless_chromium(tmp_path):
         if process.poll() is None:
             process.kill()
             process.wait()
-    assert "EVOS viewer: paused set to True (uniform sampling)" in output
-    assert "EVOS viewer: paused set to False (EVOS selection)" in output
+    assert output.index(PAUSED_ON) < output.index(PAUSED_OFF)
     images = tensorboard_images(tmp_path / "out" / "tiny" / "evos-nerf-blender" / "run")
     assert {"EVOS/fitness/camera_00000", "EVOS/selection_count/camera_00007", "EVOS/fitness_histogram"} <= images
 
