@@ -193,23 +193,18 @@ class SelectorConfig:
         if self.refresh_budget is not None and self.refresh_budget < 0:
             raise UserInputError(f"{prefix}refresh-budget must be >= 0, got {self.refresh_budget}")
         non_negative = ("softmining_warmup", "importance_weights", "importance_warmup", "softmining_alpha", "shrinkage",
-                        "prior_bonus")
+                        "prior_bonus", "crossview_occlusion")
         for name in non_negative:
             value = getattr(self, name)
-            if not (value >= 0 and math.isfinite(value)):
+            if value is not None and not (value >= 0 and math.isfinite(value)):  # None: an optional one left off
                 raise UserInputError(f"{prefix}{name.replace('_', '-')} must be a finite number >= 0, got {value}")
         if self.unvisited_prior == "crossview-pooled" and (self.prior_strength == "fitted" or self.prior_bonus > 0):
             # The readings are pooled into a block's sums and counts, not into the spread these fit.
             raise UserInputError(f"{prefix}unvisited-prior crossview-pooled does not combine with "
                                  f"{prefix}prior-strength fitted or {prefix}prior-bonus > 0")
-        if self.crossview_occlusion is not None:
-            if not (self.crossview_occlusion >= 0 and math.isfinite(self.crossview_occlusion)):
-                raise UserInputError(
-                    f"{prefix}crossview-occlusion must be a finite number >= 0, got {self.crossview_occlusion}"
-                )
-            if self.unvisited_prior not in CROSSVIEW_PRIORS:
-                raise UserInputError(f"{prefix}crossview-occlusion needs {prefix}unvisited-prior crossview or crossview-pooled, "
-                                     f"got {self.unvisited_prior}")
+        if self.crossview_occlusion is not None and self.unvisited_prior not in CROSSVIEW_PRIORS:
+            raise UserInputError(f"{prefix}crossview-occlusion needs {prefix}unvisited-prior crossview or crossview-pooled, "
+                                 f"got {self.unvisited_prior}")
         if self.pool_draw not in ("uniform", "fitness", "annealed"):
             raise UserInputError(f"{prefix}pool-draw must be uniform, fitness or annealed, got {self.pool_draw!r}")
         if self.pool_draw != "uniform" and self.fitness != "error":
