@@ -172,6 +172,7 @@ VARIANTS = {
     "fitness-draw": {"pool_draw": "fitness"},
     "annealed-draw": {"pool_draw": "annealed"},
     "fitted-prior": {"prior_strength": "fitted"},
+    "live": {"mutation_control": "live"},
 }
 """Ablation suffixes: ``evos:crossover``, ``evos:step+weighted`` (joined with ``+``)."""
 NUMERIC_VARIANTS = {"ratio": "ratio", "sm-alpha": "softmining_alpha", "sm-uniform": "softmining_uniform",

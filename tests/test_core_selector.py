@@ -26,15 +26,18 @@ def make(strategy="evos", batch=32, total=200, **kw) -> RaySelector:
 
 
 class Scene:
-    """A fake model: pixel i has error base_i, which halves every time the pixel is trained."""
+    """A fake model: pixel i has error base_i, which halves every time the pixel is trained (or, with
+    ``learns=False``, stays)."""
 
-    def __init__(self, base: torch.Tensor):
+    def __init__(self, base: torch.Tensor, learns: bool = True):
         self.base = base.clone()
         self.calls = []
+        self.learns = learns
 
     def train(self, flat):
         errors = self.base[flat].clone()
-        self.base[flat] *= 0.5
+        if self.learns:
+            self.base[flat] *= 0.5
         return errors
 
     def measure(self, cyx):

@@ -35,6 +35,7 @@ from evos_nerf.core import schedules
 from evos_nerf.core.crossview import CrossViewErrors, PinholeViews
 from evos_nerf.core.fitness_stats import summarise
 from evos_nerf.core.importance import ErrorMap, SoftMining
+from evos_nerf.core.live_hardness import LiveHardness, loss_share_mutants
 from evos_nerf.core.neighbourhood import BlockPrior
 from evos_nerf.core.pool import POOL_CANDIDATES, CandidatePool, Importance, PoolDraw, live_importance, rank_pixel_mask
 from evos_nerf.core.selection import CrossoverMethod
@@ -76,6 +77,12 @@ class SelectorConfig:
     mutation_schedule: schedules.MutationSchedule = "constant"
     mutation_base: schedules.MutationBase = "initial"
     """initial: m = alpha * r0 (official code); current: m = alpha * r_t (paper text)."""
+    mutation_control: Literal["fixed", "live"] = "fixed"
+    """evos: how a batch splits between the pool and its mutants. fixed: the schedules' |M_t| / |Z_t|
+    (the paper). live: each side's share of the batch is its share of the training loss over the last
+    key interval, from how much harder the pool's trained rays were than the mutants
+    (``evos_nerf.core.live_hardness``): strong selection while the pool is much harder than chance,
+    a near-uniform draw once it is not. Until the first interval is measured, fixed."""
     crossover: CrossoverMethod = "none"
     """Frequency-guided crossover of error and edge-weighted error: select, add, none. Off by default
     on rays because it has not earned its cost there: at equal random streams it moved test PSNR by
@@ -205,6 +212,9 @@ class SelectorConfig:
         if self.crossview_occlusion is not None and self.unvisited_prior not in CROSSVIEW_PRIORS:
             raise UserInputError(f"{prefix}crossview-occlusion needs {prefix}unvisited-prior crossview or crossview-pooled, "
                                  f"got {self.unvisited_prior}")
+        if self.mutation_control == "live" and self.strategy != "evos":
+            raise UserInputError(f"{prefix}mutation-control live needs {prefix}strategy evos (the strategy with "
+                                 f"mutants), got {self.strategy}")
         if self.pool_draw not in ("uniform", "fitness", "annealed"):
             raise UserInputError(f"{prefix}pool-draw must be uniform, fitness or annealed, got {self.pool_draw!r}")
         if self.pool_draw != "uniform" and self.fitness != "error":
@@ -345,6 +355,8 @@ class RaySelector(nn.Module):
         self.softmining = SoftMining(store, config.softmining_alpha, config.softmining_uniform, config.softmining_warmup) \
             if config.strategy == "softmining" else None
         self._softmining_built_at: Optional[int] = None
+        self.live = LiveHardness() if config.strategy == "evos" else None
+        """Pool vs mutant error of the trained rays, per key interval (the ``pool_hardness`` read-out)."""
         self.crossview: Optional[CrossViewErrors] = None
         if config.unvisited_prior in CROSSVIEW_PRIORS and config.strategy in ("evos", "topk"):
             if views is None:
@@ -449,6 +461,8 @@ class RaySelector(nn.Module):
         # A key iteration starts a new epoch: the closing one's error level is agreed over all ranks.
         closing = self._sum(self.store.epoch_sum, float(self.store.epoch_count))
         self.store.close_epoch(float(closing[0]), float(closing[1]))
+        if self.live is not None:
+            self.live.take(self.comm.all_reduce_sum)
         if self.config.strategy in POOL_STRATEGIES:
             self._evolve(step, measure)
         self.last_key_step = step
@@ -537,6 +551,11 @@ class RaySelector(nn.Module):
         Hard mining (topk) trains on EVOS's survivors alone: the same pool, no mutants."""
         if self.config.strategy == "topk":
             return 0.0
+        if self.config.mutation_control == "live" and self.live is not None and self.pool is not None:
+            pool_fraction = 1.0 - self.num_unselected_total / max(self.num_valid_total, 1)
+            share = loss_share_mutants(pool_fraction, self.live.hardness)
+            if math.isfinite(share):
+                return share
         selected, mutants = self.counts(step, max(self.num_valid_total, 1))
         total = selected + mutants
         return mutants / total if total > 0 else 1.0
@@ -578,6 +597,8 @@ class RaySelector(nn.Module):
                 self.errormap.observe(flat, errors)
             if self.crossview is not None and points is not None and trained:
                 self.crossview.add(points, errors, self.store.unflatten(flat)[:, 0])
+            if self.live is not None and self.pool is not None and trained:
+                self.live.add(self.pool.contains(flat), errors)
         self.skipped_errors += skipped
         return skipped
 
@@ -590,6 +611,7 @@ class RaySelector(nn.Module):
             "key_interval": float(self.key_interval(step)),
             "steps_since_key": 0.0,
             "last_key_step": float(self.last_key_step),
+            "pool_hardness": math.nan if self.live is None else self.live.hardness,
             **summary.scalars(),
         }
         self.histogram = (summary.counts, summary.bin_edges)
@@ -600,7 +622,7 @@ class RaySelector(nn.Module):
 
         Per-pixel state has one key per camera (``fitness/cam00042``, ``epoch/...``, ``visits/...``,
         ``uniform/...`` and ``pool/...``: packed membership bits), so any world size can load it; the RNG, the
-        error map and the crossview prior's open readings are per rank (``generator/rank1``); the rest is the same on every rank. Per-pixel
+        error map, the crossview prior's open readings and the live-hardness sums are per rank (``generator/rank1``); the rest is the same on every rank. Per-pixel
         entries are views of the store: nothing is copied or gathered.
         """
         store, rank = self.store, self.comm.get_rank()
@@ -621,6 +643,8 @@ class RaySelector(nn.Module):
                 state[rank_key("errormap", rank) + "/" + name] = value
         if self.crossview is not None:  # this rank's readings since the last key iteration
             state[rank_key("crossview", rank)] = self.crossview.state_tensor()
+        if self.live is not None:  # this rank's open sums, and the agreed hardness
+            state[rank_key("hardness", rank)] = self.live.state_tensor()
         pending = self._sum(store.epoch_sum, float(store.epoch_count))  # the open epoch, over all ranks
         state.update({
             "selector/strategy": _text(self.config.strategy),
@@ -647,7 +671,7 @@ class RaySelector(nn.Module):
 
     def load_sharded_state(self, state: Dict[str, Tensor], same_world_size: bool) -> None:
         """Restore from the entries ``wants_key`` chose (a collective). Per-pixel state is exact on any
-        world size; the RNG, the error map and the crossview readings of the open key interval only
+        world size; the RNG, the error map, the crossview readings and the live-hardness sums of the open key interval only
         come back when the world size is the same."""
         saved = _untext(state["selector/strategy"])
         if saved != self.config.strategy:
@@ -698,6 +722,10 @@ class RaySelector(nn.Module):
             readings = state.get(rank_key("crossview", rank))
             if readings is not None:
                 self.crossview.load_state_tensor(readings)
+        if self.live is not None and same_world_size:
+            hardness = state.get(rank_key("hardness", rank))
+            if hardness is not None:  # older checkpoints have none: the fixed split until the next key iteration
+                self.live.load_state_tensor(hardness)
         self.num_valid_total = int(self._sum(float(store.num_valid))[0])
         self._set_pool(CandidatePool.from_image_bits(store, bits) if has_pool else None)
         self._refresh_statistics()

@@ -8,6 +8,7 @@ computed when no image-capable writer is enabled, or off rank 0 (the writer drop
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, List, Optional
 
 import torch
@@ -64,6 +65,8 @@ def log_key_iteration(dm: "EvosDataManager", step: int) -> None:
     writer.put_scalar("EVOS/crossover_balance_p", selector.balance, step)
     writer.put_scalar("EVOS/mean_fitness", stats["fitness_mean"], step)
     writer.put_scalar("EVOS/p99_fitness", stats["fitness_p99"], step)
+    if math.isfinite(stats.get("pool_hardness", math.nan)):
+        writer.put_scalar("EVOS/pool_hardness", stats["pool_hardness"], step)
     if selector.pool is not None and selector.pool.size:
         # A sample of the pool, drawn with its own generator: logging must not change the selection.
         members = selector.pool.sample(POOL_SAMPLE, torch.Generator().manual_seed(step))

@@ -14,6 +14,7 @@ change never lands halfway through a step.
 
 from __future__ import annotations
 
+import math
 import time
 from typing import TYPE_CHECKING, Dict, List, Optional, get_args
 
@@ -76,6 +77,10 @@ class EvosStatistics(nn.Module):
         self.fitness_mean = ViewerReadout("Fitness mean", "Mean cached squared RGB error of visited pixels")
         self.fitness_p50 = ViewerReadout("Fitness p50", "Median cached error")
         self.fitness_p99 = ViewerReadout("Fitness p99", "99th-percentile cached error")
+        self.pool_hardness = ViewerReadout(
+            "Pool hardness", "Mean error of the pool's trained rays over the mutants' in the last key interval "
+            "(1: the ranking finds no harder pixels than chance)"
+        )
 
     def show(self, stats: Dict[str, float]) -> None:
         if not stats:
@@ -85,6 +90,8 @@ class EvosStatistics(nn.Module):
         self.never_visited_share.show(f"{100.0 * stats['never_visited_share']:.1f}%")
         for name in ("fitness_mean", "fitness_p50", "fitness_p99"):
             getattr(self, name).show(f"{stats[name]:.3g}")
+        hardness = stats.get("pool_hardness", math.nan)
+        self.pool_hardness.show("-" if math.isnan(hardness) else f"{hardness:.2f}x")
 
 
 class EvosPanel(nn.Module):
