@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from evos_nerf.core.neighbourhood import BlockPrior
+from evos_nerf.errors import UserInputError
 from evos_nerf.nerfstudio.presets import Budget
 from evos_nerf.scene import make_scene
 from script_modules import load_script
@@ -171,7 +172,12 @@ def test_valued_variants_set_their_sampler_setting_and_unknown_ones_are_refused(
     assert upper.pipeline.datamanager.pixel_sampler.neighbourhood_prior == BlockPrior((16,), "fitted", 1.0)
     bench.strategy_overrides("evos:step+sel-seed=1001", upper)
     assert upper.pipeline.datamanager.pixel_sampler.seed == 1001  # its default is None
+    bench.strategy_overrides("evos:step+live", upper)
+    assert upper.pipeline.datamanager.pixel_sampler.mutation_control == "live"
     with pytest.raises(ValueError, match="unknown strategy variant 'alpha=0'"):
         bench.strategy_overrides("softmining:alpha=0", evos_nerf_config())
+    # Three strategies quoted into one argument: refused, where it used to train uniform under that name.
+    with pytest.raises(UserInputError, match="strategy must be one of .*got 'uniform errormap evos'"):
+        bench.strategy_overrides("uniform errormap evos:step", evos_nerf_config())
     with pytest.raises(ValueError, match="'sm-uniform=half': 'half' is not a number"):
         bench.strategy_overrides("softmining:sm-uniform=half", evos_nerf_config())

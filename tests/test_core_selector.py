@@ -251,6 +251,8 @@ def test_key_iterations_open_a_new_epoch_with_the_closed_one_s_error_level():
 
 
 def test_out_of_range_settings_name_the_flag():
+    with pytest.raises(UserInputError, match="strategy must be one of evos, uniform, .*got 'uniform errormap'"):
+        SelectorConfig(strategy="uniform errormap").validate()
     with pytest.raises(UserInputError, match="ratio must be in"):
         SelectorConfig(ratio=0).validate()
     with pytest.raises(UserInputError, match="importance-weights"):

@@ -24,7 +24,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Callable, Dict, Iterator, List, Literal, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Literal, Optional, Tuple, Union, get_args
 
 import torch
 from rich.console import Console
@@ -186,6 +186,8 @@ class SelectorConfig:
 
     def validate(self, prefix: str = "") -> "SelectorConfig":
         """One line naming the flag for every out-of-range setting."""
+        if self.strategy not in get_args(Strategy):  # tyro checks the command line; Python callers get this
+            raise UserInputError(f"{prefix}strategy must be one of {', '.join(get_args(Strategy))}, got {self.strategy!r}")
         schedules.check_ratio(f"{prefix}ratio", self.ratio)
         schedules.check_ratio(f"{prefix}mutation", self.mutation, allow_zero=True)
         if self.end_mutation is not None:
