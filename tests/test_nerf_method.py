@@ -46,7 +46,8 @@ def test_ns_train_help_lists_the_evos_flags(tmp_path):
     out = ns("ns-train", ["evos-nerf", "--help"], tmp_path, timeout=120)
     assert out.returncode == 0, out.stderr
     for flag in ("pixel-sampler.strategy", "pixel-sampler.mutation", "pixel-sampler.ratio", "pixel-sampler.importance-weights",
-                 "pixel-sampler.crossover", "pixel-sampler.refresh-budget", "pixel-sampler.unvisited-prior"):
+                 "pixel-sampler.crossover", "pixel-sampler.refresh-budget", "pixel-sampler.unvisited-prior",
+                 "pixel-sampler.mutation-control"):
         assert flag in out.stdout, flag
 
 
