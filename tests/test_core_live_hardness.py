@@ -107,3 +107,21 @@ def test_a_resumed_run_keeps_the_open_sums_and_selects_identically():
 def test_live_control_is_refused_for_strategies_without_mutants():
     with pytest.raises(UserInputError, match="mutation-control live needs strategy evos"):
         SelectorConfig(strategy="topk", mutation_control="live").validate("")
+
+
+def test_the_read_out_alone_does_not_change_which_pixels_are_trained():
+    """Every evos run keeps the read-out; under the fixed split it must only watch."""
+    runs = []
+    for keep in (True, False):
+        selector = make(batch=64)
+        if not keep:
+            selector.live = None
+        scene = Scene(torch.rand(P, generator=torch.Generator().manual_seed(3)))
+        flats = []
+        for step in range(60):
+            selector.maybe_evolve(step, scene.measure)
+            sel = selector.select()
+            selector.observe(sel.flat, scene.train(sel.flat), step)
+            flats.append(sel.flat)
+        runs.append(torch.cat(flats))
+    assert torch.equal(*runs)
