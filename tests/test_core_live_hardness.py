@@ -6,10 +6,9 @@ import pytest
 import torch
 
 from evos_nerf.core.live_hardness import LiveHardness, loss_share_mutants
-from evos_nerf.core.selector import RaySelector, SelectorConfig
-from evos_nerf.core.store import FitnessStore
+from evos_nerf.core.selector import SelectorConfig
 from evos_nerf.errors import UserInputError
-from test_core_selector import H, N, P, W, Scene, make, run
+from test_core_selector import P, Scene, make, run
 
 
 def test_hardness_is_the_pool_s_mean_error_over_the_rest_s_and_skips_non_finite_errors():
@@ -50,21 +49,14 @@ def test_unusable_inputs_give_nan_so_the_caller_falls_back(f, h):
     assert math.isnan(loss_share_mutants(f, h))
 
 
-def _long_interval(**kw) -> RaySelector:
-    """Key iterations every 30 steps of 64 rays: every pixel is measured before the first pool."""
-    store = FitnessStore([(H, W)] * N, dtype=torch.float32)
-    config = SelectorConfig(init_interval=30, end_interval=30, **kw)
-    selector = RaySelector(config, store, 64, torch.Generator().manual_seed(0), total_steps=200)
-    selector.initialise(list(torch.rand(N, H, W, 3, generator=torch.Generator().manual_seed(1))))
-    return selector
-
-
 def test_live_control_splits_the_batch_by_the_measured_loss_shares():
     """A quarter of the pixels have 4x the others' error, which training does not take away: the
     pool (a quarter of the pixels) is exactly those, so the read-out is 4, and the split follows it."""
     base = torch.where(torch.arange(P) % 4 == 0, 4.0, 1.0)
-    selector = _long_interval(mutation_control="live")
-    run(selector, Scene(base, learns=False), 61)  # key iterations at steps 0, 30 and 60
+    # Key iterations every 30 steps of 64 rays (at steps 0, 30 and 60): every pixel is measured
+    # before the first pool.
+    selector = make(batch=64, interval=30, mutation_control="live")
+    run(selector, Scene(base, learns=False), 61)
     assert selector.live.hardness == 4.0
     f = 1.0 - selector.num_unselected_total / selector.num_valid_total
     assert f == 0.25
@@ -73,7 +65,7 @@ def test_live_control_splits_the_batch_by_the_measured_loss_shares():
     assert selector.statistics["pool_hardness"] == 4.0
     sel = selector.select()
     assert sel.num_mutants == int((~selector.pool.contains(sel.flat)).sum()) == round(64 * expected)
-    fixed = _long_interval()
+    fixed = make(batch=64, interval=30)
     run(fixed, Scene(base, learns=False), 61)
     assert fixed.mutant_share(61) == pytest.approx(0.5)  # the fixed split: m / r_t = 0.25 / 0.5
     assert fixed.statistics["pool_hardness"] == 4.0  # the read-out is there without the control

@@ -16,10 +16,12 @@ H, W, N = 8, 8, 4
 P = N * H * W
 
 
-def make(strategy="evos", batch=32, total=200, **kw) -> RaySelector:
+def make(strategy="evos", batch=32, total=200, interval=10, **kw) -> RaySelector:
+    """A selector on N small images with key iterations every ``interval`` steps."""
     store = FitnessStore([(H, W)] * N, dtype=torch.float32, track_visits=True)
     gen = torch.Generator().manual_seed(0)
-    selector = RaySelector(SelectorConfig(strategy=strategy, init_interval=10, end_interval=10, **kw), store, batch, gen, total)
+    config = SelectorConfig(strategy=strategy, init_interval=interval, end_interval=interval, **kw)
+    selector = RaySelector(config, store, batch, gen, total)
     images = torch.rand(N, H, W, 3, generator=torch.Generator().manual_seed(1))
     selector.initialise(list(images))
     return selector
