@@ -37,6 +37,16 @@ def test_the_hardness_is_agreed_over_ranks_through_the_reduction():
     assert [r.take(lambda t: total.clone()) for r in ranks] == [pytest.approx(4.0)] * 2
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("pool_device, error_device", [("cuda", "cpu"), ("cpu", "cuda")])
+def test_pool_bits_and_errors_may_live_on_different_devices(pool_device, error_device):
+    """A fitness store kept on the GPU gets a host batch's errors (scripts/bench_store.py does this):
+    on an H100 this raised a device mismatch before the membership was moved to the errors."""
+    live = LiveHardness()
+    live.add(torch.tensor([True, False], device=pool_device), torch.tensor([2.0, 1.0], device=error_device))
+    assert live.take(lambda t: t) == pytest.approx(2.0)
+
+
 @pytest.mark.parametrize("f, h, rest", [(0.25, 3.0, 0.5), (0.25, 1.0, 0.75), (0.5, 1.0, 0.5), (0.5, 3.0, 0.25),
                                         (1.0, 2.0, 0.0), (0.0, 5.0, 1.0)])
 def test_each_side_gets_its_share_of_the_loss(f, h, rest):

@@ -38,6 +38,7 @@ class LiveHardness:
         if self.sums.device != errors.device:  # kept beside the errors: no host read per step on a GPU
             self.sums = self.sums.to(errors.device)
         errors = errors.detach().double()
+        in_pool = in_pool.to(errors.device, non_blocking=True)  # a pool kept on the GPU with host errors, or back
         finite = torch.isfinite(errors)
         inside, outside = finite & in_pool, finite & ~in_pool
         zero = errors.new_zeros(())
