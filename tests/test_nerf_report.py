@@ -30,6 +30,34 @@ def test_checks_judge_every_evos_row_against_uniform_and_the_fastest_baseline():
     assert "overhead 1.50%" in text
 
 
+def test_a_part_run_on_one_selection_stream_only_is_still_checked_against_uniform_on_that_stream():
+    """The GPU check runs ``uniform:sel-seed=N`` against ``evos:step+sel-seed=N`` with no default-stream
+    uniform; its report used to print an empty Checks section."""
+    report = load_script("nerf_report")
+    summary = {f"s|{r['strategy']}": r for r in (
+        {**_row("uniform:sel-seed=7", [1.0], 20.0, 0.50), "plateau_rise": [0.15]},
+        _row("evos:step+sel-seed=7", [0.6], 20.4, 0.51),
+    )}
+    text = "\n".join(report.checks(summary))
+    assert "uniform plateau: PSNR rose +0.15 dB" in text
+    assert "evos:step+sel-seed=7 reaches uniform's final PSNR in 0.60x" in text
+    assert "it is not worse than uniform in PSNR or SSIM" in text
+
+
+def test_the_plot_is_a_small_palette_png_that_keeps_each_strategy_s_colour(tmp_path):
+    report = load_script("nerf_report")
+    history = [{"step": s, "train_seconds": s / 10, "psnr": 20 + s / 100, "ssim": 0.5 + s / 1e4} for s in (100, 200, 300)]
+    runs = [report.MeasuredRun("fern", name, 0, history) for name in ("uniform", "evos:step")]
+    report.plot(runs, tmp_path / "curves.png", "t")
+    from PIL import Image
+
+    with Image.open(tmp_path / "curves.png") as image:
+        assert image.mode == "P"
+        colours = {tuple(c) for _, c in image.convert("RGB").getcolors(maxcolors=256)}
+    for c0 in ((31, 119, 180), (255, 127, 14)):  # matplotlib's C0 and C1, one per strategy
+        assert min(sum(abs(a - b) for a, b in zip(c, c0)) for c in colours) <= 24
+
+
 def test_a_row_that_ran_fewer_seeds_is_compared_with_uniform_on_those_seeds_only():
     report = load_script("nerf_report")
     uniform = {**_row("uniform", [1.0, 1.0], 20.0, 0.50), "seeds": [0, 1], "psnr_equal_time": [20.0, 22.0],

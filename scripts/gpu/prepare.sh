@@ -25,3 +25,12 @@ for scene in fern fox; do
   cp -r "$SHARED/$scene" .gpu-data/
 done
 du -sh .whl .gpu-data
+# The device call carries the tracked and untracked-not-ignored files with these two folders, 64 MiB at most.
+tree=$( (git ls-files -z; git ls-files -z -o --exclude-standard) | du -cb --files0-from=- | tail -n 1 | cut -f1)
+carried=$(du -cb .whl .gpu-data | tail -n 1 | cut -f1)
+total=$(( (tree + carried) / 1048576 ))
+echo "the device call would carry ${total} MiB (working tree $((tree / 1048576)), wheels and captures $((carried / 1048576)); limit 64)"
+if [ "$total" -ge 64 ]; then
+  echo "error: over the device tool's 64 MiB: commit less under benchmarks/ or carry fewer wheels" >&2
+  exit 1
+fi
