@@ -106,6 +106,27 @@ def test_a_resumed_run_keeps_the_open_sums_and_selects_identically():
     assert a.live.hardness == b.live.hardness
 
 
+def test_a_resume_on_another_world_size_keeps_the_agreed_hardness_but_not_the_open_sums():
+    """The per-rank entries are not read on another world size; the agreed value is the same on every
+    rank, so it comes back from its shared entry and the live split does not fall back to the fixed one."""
+    a = make(batch=64, interval=30, mutation_control="live")
+    run(a, Scene(torch.where(torch.arange(P) % 4 == 0, 4.0, 1.0), learns=False), 75)  # measured over steps 30-59, open since 60
+    assert a.live.hardness == 4.0 and a.live.sums.abs().sum() > 0
+    b = make(batch=64, interval=30, mutation_control="live")
+    b.load_sharded_state({k: v.clone() for k, v in a.sharded_state().items() if "/rank" not in k}, same_world_size=False)
+    assert b.live.hardness == 4.0 and b.live.sums.abs().sum() == 0
+    assert b.mutant_share(75) == pytest.approx(a.mutant_share(75)) == pytest.approx(3 / 7)
+
+
+def test_a_checkpoint_from_before_the_shared_entry_still_loads():
+    a = make(mutation_control="live")
+    run(a, Scene(torch.rand(P, generator=torch.Generator().manual_seed(7))), 25)
+    state = {k: v.clone() for k, v in a.sharded_state().items() if k != "selector/pool_hardness"}
+    b = make(mutation_control="live")
+    b.load_sharded_state(state, same_world_size=False)
+    assert math.isnan(b.live.hardness)
+
+
 def test_live_control_is_refused_for_strategies_without_mutants():
     with pytest.raises(UserInputError, match="mutation-control live needs strategy evos"):
         SelectorConfig(strategy="topk", mutation_control="live").validate("")

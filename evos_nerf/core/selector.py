@@ -647,6 +647,9 @@ class RaySelector(nn.Module):
             state[rank_key("crossview", rank)] = self.crossview.state_tensor()
         if self.live is not None:  # this rank's open sums, and the agreed hardness
             state[rank_key("hardness", rank)] = self.live.state_tensor()
+            # The agreed value is the same on every rank: kept once more outside the rank keys, so a
+            # resume on another world size keeps it too (the open sums are per rank and do not come back).
+            state["selector/pool_hardness"] = torch.tensor([self.live.hardness], dtype=torch.float64)
         pending = self._sum(store.epoch_sum, float(store.epoch_count))  # the open epoch, over all ranks
         state.update({
             "selector/strategy": _text(self.config.strategy),
@@ -674,7 +677,7 @@ class RaySelector(nn.Module):
     def load_sharded_state(self, state: Dict[str, Tensor], same_world_size: bool) -> None:
         """Restore from the entries ``wants_key`` chose (a collective). Per-pixel state is exact on any
         world size; the RNG, the error map, the crossview readings and the live-hardness sums of the open key interval only
-        come back when the world size is the same."""
+        come back when the world size is the same (the agreed pool hardness comes back on any)."""
         saved = _untext(state["selector/strategy"])
         if saved != self.config.strategy:
             raise UserInputError(
@@ -724,10 +727,14 @@ class RaySelector(nn.Module):
             readings = state.get(rank_key("crossview", rank))
             if readings is not None:
                 self.crossview.load_state_tensor(readings)
-        if self.live is not None and same_world_size:
-            hardness = state.get(rank_key("hardness", rank))
-            if hardness is not None:  # older checkpoints have none: the fixed split until the next key iteration
+        if self.live is not None:
+            hardness = state.get(rank_key("hardness", rank)) if same_world_size else None
+            agreed = state.get("selector/pool_hardness")
+            if hardness is not None:
                 self.live.load_state_tensor(hardness)
+            elif agreed is not None:  # another world size: the agreed value, with this interval's sums from zero
+                self.live.hardness = float(agreed.reshape(-1)[0])
+            # Older checkpoints have neither: the fixed split until the next key iteration.
         self.num_valid_total = int(self._sum(float(store.num_valid))[0])
         self._set_pool(CandidatePool.from_image_bits(store, bits) if has_pool else None)
         self._refresh_statistics()
