@@ -342,6 +342,12 @@ def merge(args: Args) -> None:
         raise SystemExit("--merge: no runs in the given files")
     if any(b != budgets[0] for b in budgets):
         raise SystemExit(f"--merge: the files have different budgets: {budgets}")
+    for f in files:  # a stopped run's partial file would pass its last evaluation off as the budget's end
+        for r in f.runs:
+            last = r.history[-1]["step"] if r.history else 0
+            if last < budgets[0]["steps"]:
+                raise SystemExit(f"--merge: {f.path}: {r.scene} seed {r.seed} {r.strategy} stopped at step {last} "
+                                 f"of {budgets[0]['steps']} (a partial file); leave it out")
     seeds = sorted({r.seed for r in runs})
     preset = {**next(iter(presets.values())), "name": merged_preset_name(args, presets)}
     write_results(runs, preset, Budget(**budgets[0]), seeds, args, final=True, threads="/".join(sorted(threads)),
@@ -412,6 +418,8 @@ def main(args: Args) -> None:
                         evaluate(run, args.eval_pixels, args.train_views)
                 console.print(f"{spec['name']} seed {seed} step {until}: " + ", ".join(
                     f"{r.strategy} {r.history[-1]['psnr']:.2f} dB" for r in group))
+                if k < evals:  # a stop mid-group (a GPU lease's deadline) keeps the curves so far
+                    write_results(runs + group, preset, budget, seeds, args, final=False)
             runs += group
             for run in group:
                 run.trainer = None  # free memory

@@ -72,6 +72,32 @@ def test_merge_combines_part_results_and_skips_their_summaries(tmp_path):
         bench.main(bench.Args(merge=[tmp_path / "other.json"], name="x", out=tmp_path))
 
 
+@pytest.mark.slow
+def test_a_group_stopped_mid_run_leaves_its_curves_so_far_which_a_merge_refuses(tmp_path, monkeypatch):
+    """A GPU lease's deadline stops a group between evaluations: the part keeps what was evaluated,
+    marked incomplete, and no report can take its last evaluation for the end of the budget."""
+    bench = load_script("bench_nerf")
+    real, calls = bench.advance_group, []
+
+    def stop_at_the_second_evaluation(group, until, interleave):
+        calls.append(until)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        real(group, until, interleave)
+
+    monkeypatch.setattr(bench, "advance_group", stop_at_the_second_evaluation)
+    args = bench.Args(preset="cpu", scenes=["procedural_100"], seeds=[0], strategies=["uniform"], steps=4, rays=64,
+                      evals=2, test_images=1, work=tmp_path / "work", out=tmp_path / "out", name="part")
+    with pytest.raises(KeyboardInterrupt):
+        bench.main(args)
+    part = json.loads((tmp_path / "out" / "part.json").read_text())
+    assert part["complete"] is False and [h["step"] for h in part["runs"][0]["history"]] == [2]
+    assert "(partial: the run is still going)" in (tmp_path / "out" / "part.md").read_text()
+    with pytest.raises(SystemExit, match=r"part.json: procedural_100 seed 0 uniform stopped at step 2 of 4 \(a partial file\)"):
+        bench.main(bench.Args(merge=[tmp_path / "out" / "part.json"], name="merged", out=tmp_path / "merged"))
+    assert not (tmp_path / "merged").exists()
+
+
 def test_streams_as_seeds_reports_each_seed_and_stream_as_a_replicate_and_keeps_the_runs_as_trained(tmp_path):
     bench = load_script("bench_nerf")
     files = [bench.ROOT / "benchmarks" / "real_parts" / "real_fox_s2.json",
