@@ -112,6 +112,7 @@ for run in $BENCH_RUNS; do
   if [ "$budget" -lt 90 ]; then say "bench $scene $tag: skipped, $budget s left"; continue; fi
   step "bench_${scene}_$tag" "$budget" python3 scripts/bench_nerf.py --preset real_gpu --scenes "$scene" --seeds "$seed" \
     --strategies "${strategies[@]}" --steps "$BENCH_STEPS" --evals "$BENCH_EVALS" --shared .gpu-data \
-    --out "$LOGS/bench" --work "$LOGS/bench-work" --name "gpu_${scene}_${tag}_steps${BENCH_STEPS}" \
-    && cp "$LOGS/bench/gpu_${scene}_${tag}_steps${BENCH_STEPS}".{md,json} "$OUT/"
+    --out "$LOGS/bench" --work "$LOGS/bench-work" --name "gpu_${scene}_${tag}_steps${BENCH_STEPS}"
+  # Copied also when the deadline stopped it: the part then holds the evaluations so far, marked partial.
+  cp "$LOGS/bench/gpu_${scene}_${tag}_steps${BENCH_STEPS}".{md,json} "$OUT/" 2>/dev/null
 done
