@@ -139,12 +139,5 @@ def test_the_read_out_alone_does_not_change_which_pixels_are_trained():
         selector = make(batch=64)
         if not keep:
             selector.live = None
-        scene = Scene(torch.rand(P, generator=torch.Generator().manual_seed(3)))
-        flats = []
-        for step in range(60):
-            selector.maybe_evolve(step, scene.measure)
-            sel = selector.select()
-            selector.observe(sel.flat, scene.train(sel.flat), step)
-            flats.append(sel.flat)
-        runs.append(torch.cat(flats))
+        runs.append(torch.cat(run(selector, Scene(torch.rand(P, generator=torch.Generator().manual_seed(3))), 60)))
     assert torch.equal(*runs)

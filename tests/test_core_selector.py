@@ -48,11 +48,15 @@ class Scene:
         return self.base[flat]
 
 
-def run(selector: RaySelector, scene: Scene, steps: int):
+def run(selector: RaySelector, scene: Scene, steps: int) -> list:
+    """Train ``steps`` steps; returns each step's selected flat indices."""
+    flats = []
     for step in range(steps):
         selector.maybe_evolve(step, scene.measure)
         sel = selector.select()
         selector.observe(sel.flat, scene.train(sel.flat), step)
+        flats.append(sel.flat)
+    return flats
 
 
 def test_first_steps_are_uniform_then_the_pool_has_the_official_size():
