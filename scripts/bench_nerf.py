@@ -342,12 +342,6 @@ def merge(args: Args) -> None:
         raise SystemExit("--merge: no runs in the given files")
     if any(b != budgets[0] for b in budgets):
         raise SystemExit(f"--merge: the files have different budgets: {budgets}")
-    for f in files:  # a stopped run's partial file would pass its last evaluation off as the budget's end
-        for r in f.runs:
-            last = r.history[-1]["step"] if r.history else 0
-            if last < budgets[0]["steps"]:
-                raise SystemExit(f"--merge: {f.path}: {r.scene} seed {r.seed} {r.strategy} stopped at step {last} "
-                                 f"of {budgets[0]['steps']} (a partial file); leave it out")
     seeds = sorted({r.seed for r in runs})
     preset = {**next(iter(presets.values())), "name": merged_preset_name(args, presets)}
     write_results(runs, preset, Budget(**budgets[0]), seeds, args, final=True, threads="/".join(sorted(threads)),

@@ -80,7 +80,8 @@ def read_results(paths: Sequence[Path], flag: str) -> List[ResultFile]:
     """The result files of one report, skipping parts' summaries. A (scene, seed, strategy) found in
     two files stops with one line naming both (``flag`` names the option they came from): counted
     twice, one run would pass for two seeds in every mean and median, as when a part is given
-    together with a merged report that already holds it."""
+    together with a merged report that already holds it. So does a run that stopped before its
+    budget's last step (a stopped group's partial file): its last evaluation would pass for the end."""
     files: List[ResultFile] = []
     seen: Dict[tuple, Path] = {}
     for path in paths:
@@ -89,6 +90,10 @@ def read_results(paths: Sequence[Path], flag: str) -> List[ResultFile]:
             continue
         runs = measured_runs(data, process=str(path))
         for run in runs:
+            last = run.history[-1]["step"] if run.history else 0
+            if last < data["budget"]["steps"]:
+                raise SystemExit(f"{flag}: {path}: {run.scene} seed {run.seed} {run.strategy} stopped at step {last} "
+                                 f"of {data['budget']['steps']} (a partial file); leave it out")
             key = (run.scene, run.seed, run.strategy)
             if key in seen:
                 raise SystemExit(f"{flag}: {run.scene} seed {run.seed} {run.strategy} is in both {seen[key]} and {path}")
