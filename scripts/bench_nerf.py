@@ -337,7 +337,8 @@ def merge(args: Args) -> None:
     budgets = [f.data["budget"] for f in files]
     presets = {f.path: f.data["preset"] for f in files}
     threads = {str(f.data.get("threads", "?")) for f in files}
-    hosts = nerf_report.host_list([f.data.get("host", "not recorded") for f in files])
+    hosts = nerf_report.label_list([f.data.get("host", "not recorded") for f in files])
+    versions = nerf_report.label_list([f.data.get("torch", "not recorded") for f in files])
     if not runs:
         raise SystemExit("--merge: no runs in the given files")
     if any(b != budgets[0] for b in budgets):
@@ -345,7 +346,7 @@ def merge(args: Args) -> None:
     seeds = sorted({r.seed for r in runs})
     preset = {**next(iter(presets.values())), "name": merged_preset_name(args, presets)}
     write_results(runs, preset, Budget(**budgets[0]), seeds, args, final=True, threads="/".join(sorted(threads)),
-                  hosts=hosts)
+                  hosts=hosts, torch_versions=versions)
 
 
 def merged_preset_name(args: Args, presets: Dict[Path, Dict[str, Any]]) -> str:
@@ -425,11 +426,16 @@ def main(args: Args) -> None:
 
 
 def write_results(runs: List[Run], preset: Dict[str, Any], budget: Budget, seeds: List[int], args: Args,
-                  final: bool, threads: Optional[str] = None, hosts: Optional[str] = None) -> None:
+                  final: bool, threads: Optional[str] = None, hosts: Optional[str] = None,
+                  torch_versions: Optional[str] = None) -> None:
     """``<stem>.md`` (tables, checks, curves), ``<stem>.json`` (every history), ``<stem>.png`` (curves);
-    with ``summary_json`` in the preset, also that file (the per-(scene, strategy) summary list)."""
+    with ``summary_json`` in the preset, also that file (the per-(scene, strategy) summary list).
+
+    ``threads``, ``hosts`` and ``torch_versions`` label a merge with its parts' own: the merging
+    machine's torch is not the one a GPU part trained with."""
     threads = threads or str(torch.get_num_threads())
     hosts = hosts or host()
+    torch_versions = torch_versions or torch.__version__
     trained = runs
     if args.streams_as_seeds:
         runs = nerf_report.streams_as_seeds(runs)
@@ -438,7 +444,7 @@ def write_results(runs: List[Run], preset: Dict[str, Any], budget: Budget, seeds
     stem = args.name or f"nerf_{preset['name']}"
     header = (f"# NeRF benchmark, preset `{preset['name']}`\n\n{budget.steps} steps x {budget.rays} rays, reduced nerfacto "
               f"(full={budget.full}, model overrides {budget.model or 'none'}, learning-rate decay to the budget: "
-              f"{budget.decay_to_budget}), seeds {seeds}, torch {torch.__version__}, {threads} thread(s) per process, host {hosts}. "
+              f"{budget.decay_to_budget}), seeds {seeds}, torch {torch_versions}, {threads} thread(s) per process, host {hosts}. "
               "Mean ± std over seeds; time and step ratios are medians over seeds. "
               f"{'Seeds are (seed, selection stream) pairs, seed/stream, each against uniform on its own stream. ' if args.streams_as_seeds else ''}"
               "Times are training seconds "
@@ -461,7 +467,8 @@ def write_results(runs: List[Run], preset: Dict[str, Any], budget: Budget, seeds
     args.out.mkdir(parents=True, exist_ok=True)
     write_text(args.out / f"{stem}.md", text if final else text + "\n(partial: the run is still going)\n")
     write_json(args.out / f"{stem}.json", {
-        "preset": preset, "budget": vars(budget), "threads": threads, "host": hosts, "summary": summary, "complete": final,
+        "preset": preset, "budget": vars(budget), "threads": threads, "host": hosts, "torch": torch_versions,
+        "summary": summary, "complete": final,
         "streams_as_seeds": args.streams_as_seeds,
         "runs": [{"scene": r.scene, "strategy": r.strategy, "seed": r.seed, "history": r.history,
                   **({"process": r.process} if r.process else {}),

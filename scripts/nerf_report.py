@@ -64,8 +64,9 @@ def measured_runs(data: Dict[str, Any], process: str = "") -> List[MeasuredRun]:
                         r.get("host") or file_host) for r in data["runs"]]
 
 
-def host_list(labels: Sequence[str]) -> str:
-    """The CPUs of several files, each once: a merged file's label lists its own hosts with '; '."""
+def label_list(labels: Sequence[str]) -> str:
+    """Several files' labels (their CPUs, their torch versions), each once: a merged file's label
+    lists its own with '; ', and a part that never recorded one counts as 'not recorded'."""
     return "; ".join(sorted({host for label in labels for host in label.split("; ")}))
 
 
@@ -131,9 +132,12 @@ def summarise(runs) -> Dict[str, Dict[str, Any]]:
             uniform = group.get("uniform")
             # The comparison time comes from the runs timed with uniform: a run added later from a
             # process under another load must not move the point at which the group's runs compare.
-            with_uniform = {name: uniform is not None and r.process == uniform.process for name, r in group.items()}
-            other_host = {name: uniform is not None and _hosts_differ(r, uniform) for name, r in group.items()}
-            timed = [r for name, r in group.items() if uniform is None or with_uniform[name]]
+            # A group with no default-stream uniform (a part run on one selection stream) is timed
+            # against uniform on each run's own stream.
+            timer = {name: uniform or same_stream_uniform(name, group) for name in group}
+            with_uniform = {name: timer[name] is not None and r.process == timer[name].process for name, r in group.items()}
+            other_host = {name: timer[name] is not None and _hosts_differ(r, timer[name]) for name, r in group.items()}
+            timed = [r for name, r in group.items() if timer[name] is None or with_uniform[name]]
             equal_time = min(r.history[-1]["train_seconds"] for r in timed)
             for name, r in group.items():
                 final = r.history[-1]
@@ -196,8 +200,9 @@ def same_stream_uniform(name: str, group: Dict[str, Any]):
     A selection stream alone moves uniform's final PSNR by up to 1 dB on fox (benchmarks/README,
     "The selection stream alone"), so a run on another stream is measured against uniform on its
     own stream, never the seed's default one. Only the step and time ratios are: the equal-time
-    point and the "timed with uniform" flag stay the default uniform's, so a report comparing
-    streams in full is made with :func:`streams_as_seeds`, where each stream is its own group."""
+    point and the "timed with uniform" flag stay the default uniform's where the group has one, so
+    a report comparing streams in full is made with :func:`streams_as_seeds`, where each stream is
+    its own group."""
     return group.get(uniform_name(name)) if split_stream(name)[1] is not None else None
 
 

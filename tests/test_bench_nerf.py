@@ -61,6 +61,13 @@ def test_merge_combines_part_results_and_skips_their_summaries(tmp_path):
     assert merged["host"] == "not recorded"  # parts written before hosts were recorded say so, not this host
     assert "host not recorded" in (tmp_path / "merged.md").read_text()
     assert "preset `not recorded`" in (tmp_path / "merged.md").read_text()  # parts written before presets were named
+    # The torch a part trained with, not the merging machine's (a GPU part merged on this CPU).
+    assert merged["torch"] == "not recorded" and "torch not recorded," in (tmp_path / "merged.md").read_text()
+    gpu_part = json.loads(files[2].read_text()) | {"torch": "2.11.0+cu130", "host": "GPU host"}
+    (tmp_path / "gpu_part.json").write_text(json.dumps(gpu_part))
+    bench.main(bench.Args(merge=[files[0], tmp_path / "gpu_part.json"], name="mixed", out=tmp_path))
+    assert json.loads((tmp_path / "mixed.json").read_text())["torch"] == "2.11.0+cu130; not recorded"
+    assert "torch 2.11.0+cu130; not recorded," in (tmp_path / "mixed.md").read_text()
     with pytest.raises(SystemExit, match="do not name their preset .*give --preset or --name"):
         bench.main(bench.Args(merge=files, out=tmp_path / "unnamed"))
     assert not (tmp_path / "unnamed").exists()

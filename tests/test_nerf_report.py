@@ -126,6 +126,21 @@ def test_a_run_on_another_selection_stream_is_measured_against_uniform_on_that_s
     assert summary["s|uniform:sel-seed=7"]["step_ratio"] == [pytest.approx(1.0)]
 
 
+def test_a_part_run_on_one_selection_stream_alone_is_timed_against_uniform_on_that_stream():
+    """The GPU check's part has no default-stream uniform: its runs trained in one process with
+    uniform on their stream, so their times compare and the checks must not say otherwise."""
+    report = load_script("nerf_report")
+    runs = [_timed_run(report, "uniform:sel-seed=7", "part.json", 100.0, (19.0, 20.0)),
+            _timed_run(report, "evos:step+sel-seed=7", "part.json", 100.0, (20.0, 20.5))]
+    summary = report.summarise(runs)
+    assert summary["s|evos:step+sel-seed=7"]["timed_with_uniform"] == [True]
+    text = "\n".join(report.checks(summary))
+    assert "evos:step+sel-seed=7 reaches uniform's final PSNR in 0.50x uniform's time (median)" in text
+    assert "by steps" not in text and "not comparable" not in text
+    later = [*runs[:1], _timed_run(report, "evos:step+sel-seed=7", "later.json", 300.0, (20.0, 20.5))]
+    assert report.summarise(later)["s|evos:step+sel-seed=7"]["timed_with_uniform"] == [False]
+
+
 def test_streams_as_seeds_takes_the_stream_out_of_the_name_and_into_the_seed():
     report = load_script("nerf_report")
     assert report.split_stream("evos:step+sel-seed=7+block=8") == ("evos:step+block=8", "7")
@@ -304,7 +319,7 @@ def test_merged_runs_keep_the_cpu_of_the_part_that_trained_them(tmp_path):
     assert report.measured_runs(merged)[0].host == "AMD"
     merged["runs"][0]["host"] = ""  # a run whose part recorded none: not one of the merged file's hosts
     assert report.measured_runs(merged)[0].host == ""
-    assert report.host_list(["AMD; Intel Xeon", "AMD", "not recorded"]) == "AMD; Intel Xeon; not recorded"
+    assert report.label_list(["AMD; Intel Xeon", "AMD", "not recorded"]) == "AMD; Intel Xeon; not recorded"
 
 
 def test_halfway_lead_is_each_runs_lead_at_half_uniforms_budget_against_uniforms_second_half_gain():
