@@ -66,8 +66,8 @@ def measured_runs(data: Dict[str, Any], process: str = "") -> List[MeasuredRun]:
 
 def label_list(labels: Sequence[str]) -> str:
     """Several files' labels (their CPUs, their torch versions), each once: a merged file's label
-    lists its own with '; ', and a part that never recorded one counts as 'not recorded'."""
-    return "; ".join(sorted({host for label in labels for host in label.split("; ")}))
+    lists its own with '; '. Callers pass 'not recorded' for a part that never recorded one."""
+    return "; ".join(sorted({part for label in labels for part in label.split("; ")}))
 
 
 @dataclass
@@ -134,7 +134,7 @@ def summarise(runs) -> Dict[str, Dict[str, Any]]:
             # process under another load must not move the point at which the group's runs compare.
             # A group with no default-stream uniform (a part run on one selection stream) is timed
             # against uniform on each run's own stream.
-            timer = {name: uniform or same_stream_uniform(name, group) for name in group}
+            timer = {name: uniform if uniform is not None else same_stream_uniform(name, group) for name in group}
             with_uniform = {name: timer[name] is not None and r.process == timer[name].process for name, r in group.items()}
             other_host = {name: timer[name] is not None and _hosts_differ(r, timer[name]) for name, r in group.items()}
             timed = [r for name, r in group.items() if timer[name] is None or with_uniform[name]]
