@@ -65,7 +65,8 @@ class Args:
     evals: Optional[int] = None
     """Override the number of evaluation points."""
     test_images: Optional[int] = None
-    """Evaluate on the first N test images only (override the preset)."""
+    """Evaluate on the first N test images only (overrides the preset and its scenes' own settings:
+    fox's preset scores 3 of its 9 held-out views)."""
     eval_pixels: int = 0
     """Pilots only: PSNR from this many fixed random pixels per test view instead of whole images
     (about 10x cheaper at 5000; SSIM is then not measured)."""
@@ -108,6 +109,8 @@ class Run:
     """Empty: trained by this process (a merge names each run's result file instead)."""
     host: str = ""
     """Empty: trained on this machine (the file's header names it; a merge keeps each run's part's)."""
+    test_images: Optional[int] = None
+    """Scored on the first N test views (None: all)."""
 
 
 def current_rng_state() -> Dict[str, Any]:
@@ -241,11 +244,13 @@ def build(spec: Dict[str, Any], scene: Path, strategy: str, seed: int, budget: B
     trainer.setup(test_mode="test")
     # On a GPU the overhead column is then the sampler's own time, not the wait for queued kernels.
     trainer.pipeline.datamanager.selector.exact_timers = True
-    views = spec.get("test_images") or args.test_images
-    if views:
-        loader = trainer.pipeline.datamanager.fixed_indices_eval_dataloader
+    views = args.test_images or spec.get("test_images")
+    loader = trainer.pipeline.datamanager.fixed_indices_eval_dataloader
+    if views and views < len(loader.image_indices):
         loader.image_indices = loader.image_indices[:views]
-    return Run(name, strategy, seed, trainer, history=[], rng_state=seeded_rng_state(seed))
+    else:
+        views = None  # every test view, as a run without the setting
+    return Run(name, strategy, seed, trainer, history=[], rng_state=seeded_rng_state(seed), test_images=views)
 
 
 def advance(run: Run, until: int) -> None:
@@ -312,9 +317,33 @@ def train_view_metrics(pipeline, views: int, pixels: int = 0) -> Dict[str, float
     return {"train_psnr": float(metrics["psnr"]), "train_ssim": float(metrics["ssim"])}
 
 
+@contextmanager
+def per_view_scores(model, into: Dict[str, List[float]]):
+    """Keep each test view's PSNR / SSIM while nerfstudio's loop averages them: a report over few
+    views can then be re-read on any subset of them (fox scores 3 of its 9 by default)."""
+    scored = model.get_image_metrics_and_images
+
+    def keep(outputs, batch):
+        metrics, images = scored(outputs, batch)
+        for key in ("psnr", "ssim"):
+            into.setdefault(f"view_{key}", []).append(float(metrics[key]))
+        return metrics, images
+
+    model.get_image_metrics_and_images = keep
+    try:
+        yield into
+    finally:
+        del model.get_image_metrics_and_images  # the class's method again
+
+
 def evaluate(run: Run, pixels: int = 0, train_views: int = 0) -> None:
     pipeline = run.trainer.pipeline
-    metrics = pixel_subset_metrics(pipeline, pixels) if pixels else pipeline.get_average_eval_image_metrics(step=run.step)
+    views: Dict[str, List[float]] = {}
+    if pixels:
+        metrics = pixel_subset_metrics(pipeline, pixels)
+    else:
+        with per_view_scores(pipeline.model, views):
+            metrics = pipeline.get_average_eval_image_metrics(step=run.step)
     extra = train_view_metrics(pipeline, train_views, pixels) if train_views else {}
     selector = run.trainer.pipeline.datamanager.selector
     run.history.append({
@@ -324,8 +353,14 @@ def evaluate(run: Run, pixels: int = 0, train_views: int = 0) -> None:
         "ssim": float(metrics["ssim"]),
         "selection_seconds": selector.selection_seconds,
         "refresh_seconds": selector.refresh_seconds,
+        **views,
         **extra,
     })
+
+
+def views_by_scene(runs) -> str:
+    scenes = {r.scene: r.test_images for r in runs}
+    return "; ".join(f"{scene}: {nerf_report.fmt_views(views)}" for scene, views in scenes.items())
 
 
 def merge(args: Args) -> None:
@@ -392,13 +427,13 @@ def main(args: Args) -> None:
     preset = load_preset(args.preset or "cpu")
     budget = preset_budget(preset, args.steps, args.rays)
     evals = args.evals or preset.get("evals", 6)
-    args.test_images = args.test_images or preset.get("test_images")
     strategies = args.strategies or preset["strategies"]
     seeds = args.seeds or preset["seeds"]
     runs: List[Run] = []
     for spec in preset["scenes"]:
         if args.scenes and spec["name"] not in args.scenes:
             continue
+        spec = {**spec, "test_images": nerf_report.preset_test_images(preset, spec["name"])}
         scene = scene_path(spec, args)
         if scene is None:
             console.print(f"[yellow]skipping {spec['name']}: {args.shared / spec['source']} not found[/yellow]")
@@ -445,7 +480,7 @@ def write_results(runs: List[Run], preset: Dict[str, Any], budget: Budget, seeds
     header = (f"# NeRF benchmark, preset `{preset['name']}`\n\n{budget.steps} steps x {budget.rays} rays, reduced nerfacto "
               f"(full={budget.full}, model overrides {budget.model or 'none'}, learning-rate decay to the budget: "
               f"{budget.decay_to_budget}), seeds {seeds}, torch {torch_versions}, {threads} thread(s) per process, host {hosts}. "
-              "Mean ± std over seeds; time and step ratios are medians over seeds. "
+              f"Scored on {views_by_scene(runs)}. Mean ± std over seeds; time and step ratios are medians over seeds. "
               f"{'Seeds are (seed, selection stream) pairs, seed/stream, each against uniform on its own stream. ' if args.streams_as_seeds else ''}"
               "Times are training seconds "
               "(selection, forward, backward, optimizer step; evaluation excluded). Equal time: each strategy's "
@@ -472,7 +507,7 @@ def write_results(runs: List[Run], preset: Dict[str, Any], budget: Budget, seeds
         "streams_as_seeds": args.streams_as_seeds,
         "runs": [{"scene": r.scene, "strategy": r.strategy, "seed": r.seed, "history": r.history,
                   **({"process": r.process} if r.process else {}),
-                  **({"host": r.host} if r.host else {})} for r in trained],
+                  **({"host": r.host} if r.host else {}), "test_images": r.test_images} for r in trained],
     })
     nerf_report.plot(runs, args.out / f"{stem}.png", f"NeRF benchmark {preset['name']}: test PSNR / SSIM (mean over seeds)")
     if final and preset.get("summary_json"):

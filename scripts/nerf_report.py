@@ -36,6 +36,10 @@ class MeasuredRun:
     share their random numbers only on one kind of CPU: on an Intel Xeon, fox seed 0's uniform
     differed from the AMD EPYC run in the fourth decimal of PSNR at step 240 and EVOS by 0.11 dB
     (CPU kernels round differently, and ranking amplifies it)."""
+    test_images: Optional[int] = None
+    """How many of the scene's test views it was scored on (the first N; None: all of them). On fox
+    the preset scores 3 of its 9 held-out views, and which views are scored moves a result by about
+    a dB, so runs scored on different views never share a report."""
 
 
 def read_result(path: Path) -> Optional[Dict[str, Any]]:
@@ -61,7 +65,17 @@ def measured_runs(data: Dict[str, Any], process: str = "") -> List[MeasuredRun]:
     file_host = data.get("host") or ""
     file_host = "" if ";" in file_host else file_host
     return [MeasuredRun(r["scene"], r["strategy"], r["seed"], r["history"], r.get("process") or process,
-                        r.get("host") or file_host) for r in data["runs"]]
+                        r.get("host") or file_host,
+                        r["test_images"] if "test_images" in r else preset_test_images(data.get("preset", {}), r["scene"]))
+            for r in data["runs"]]
+
+
+def preset_test_images(preset: Dict[str, Any], scene: str) -> Optional[int]:
+    """The test views a preset scores on a scene (the scene's own setting, else the preset's; None:
+    all). A run written before runs recorded theirs was scored on these: ``--test-images`` did not
+    reach a scene with its own setting then."""
+    spec = next((s for s in preset.get("scenes", []) if s.get("name") == scene), {})
+    return spec.get("test_images") or preset.get("test_images")
 
 
 def label_list(labels: Sequence[str]) -> str:
@@ -82,9 +96,11 @@ def read_results(paths: Sequence[Path], flag: str) -> List[ResultFile]:
     two files stops with one line naming both (``flag`` names the option they came from): counted
     twice, one run would pass for two seeds in every mean and median, as when a part is given
     together with a merged report that already holds it. So does a run that stopped before its
-    budget's last step (a stopped group's partial file): its last evaluation would pass for the end."""
+    budget's last step (a stopped group's partial file): its last evaluation would pass for the end.
+    And so does a scene scored on other test views in one file than in another."""
     files: List[ResultFile] = []
     seen: Dict[tuple, Path] = {}
+    scored_on: Dict[str, tuple] = {}
     for path in paths:
         data = read_result(path)
         if data is None:
@@ -95,12 +111,20 @@ def read_results(paths: Sequence[Path], flag: str) -> List[ResultFile]:
             if last < data["budget"]["steps"]:
                 raise SystemExit(f"{flag}: {path}: {run.scene} seed {run.seed} {run.strategy} stopped at step {last} "
                                  f"of {data['budget']['steps']} (a partial file); leave it out")
+            views = scored_on.setdefault(run.scene, (run.test_images, path))
+            if views[0] != run.test_images:
+                raise SystemExit(f"{flag}: {run.scene} was scored on {fmt_views(views[0])} in {views[1]} but on "
+                                 f"{fmt_views(run.test_images)} in {path}: a report compares runs scored on the same views")
             key = (run.scene, run.seed, run.strategy)
             if key in seen:
                 raise SystemExit(f"{flag}: {run.scene} seed {run.seed} {run.strategy} is in both {seen[key]} and {path}")
             seen[key] = path
         files.append(ResultFile(path, data, runs))
     return files
+
+
+def fmt_views(test_images: Optional[int]) -> str:
+    return "every test view" if test_images is None else f"the first {test_images} test view(s)"
 
 
 def plateau_rise(history: List[Dict[str, float]]) -> float:
@@ -224,7 +248,7 @@ def streams_as_seeds(runs) -> List[MeasuredRun]:
             raise SystemExit(f"--streams-as-seeds: {r.scene} seed {replicate} has two runs named {strategy} "
                              f"once the stream is taken out of the name (one is {r.strategy})")
         seen.add((r.scene, replicate, strategy))
-        out.append(MeasuredRun(r.scene, strategy, replicate, r.history, r.process, r.host))
+        out.append(MeasuredRun(r.scene, strategy, replicate, r.history, r.process, r.host, r.test_images))
     return out
 
 

@@ -214,3 +214,40 @@ def test_valued_variants_set_their_sampler_setting_and_unknown_ones_are_refused(
         bench.strategy_overrides("uniform errormap evos:step", evos_nerf_config())
     with pytest.raises(ValueError, match="'sm-uniform=half': 'half' is not a number"):
         bench.strategy_overrides("softmining:sm-uniform=half", evos_nerf_config())
+
+
+def test_test_images_flag_overrides_a_scenes_own_setting_and_each_views_scores_are_kept(tmp_path):
+    bench = load_script("bench_nerf")
+    scene = make_scene(tmp_path / "scene", resolution=16, num_train=2, num_val=1, num_test=3)
+    budget = Budget(steps=2, rays=32, model={"num_nerf_samples_per_ray": 8, "num_proposal_samples_per_ray": [8, 8]})
+    spec = {"name": "tiny", "source": "procedural", "test_images": 1}
+    for flag, scored, recorded in ((None, 1, 1), (2, 2, 2), (5, 3, None)):  # None: every test view
+        args = bench.Args(work=tmp_path / f"work{flag}", out=tmp_path / "out", test_images=flag)
+        run = bench.build(spec, scene, "uniform", 0, budget, args)
+        assert len(run.trainer.pipeline.datamanager.fixed_indices_eval_dataloader.image_indices) == scored
+        assert run.test_images == recorded
+    bench.evaluate(run)  # each view's scores are kept, and the reported ones are their mean
+    scores = run.history[-1]
+    assert len(scores["view_psnr"]) == len(scores["view_ssim"]) == 3
+    assert scores["psnr"] == pytest.approx(sum(scores["view_psnr"]) / 3, rel=1e-6)
+    assert scores["ssim"] == pytest.approx(sum(scores["view_ssim"]) / 3, rel=1e-6)
+    assert "get_image_metrics_and_images" not in vars(run.trainer.pipeline.model)  # the method is the class's again
+
+
+def test_a_merge_refuses_a_scene_scored_on_other_views_in_another_file(tmp_path):
+    bench = load_script("bench_nerf")
+    part = bench.ROOT / "benchmarks" / "real_rays" / "real_fox_s10_amdfresh_rays512.json"
+    data = json.loads(part.read_text())
+    assert all("test_images" not in r for r in data["runs"])  # written before runs recorded it: the preset's 3
+    every = {**data, "runs": [{**r, "seed": 99, "test_images": None} for r in data["runs"]]}
+    (tmp_path / "every.json").write_text(json.dumps(every))
+    with pytest.raises(SystemExit, match=r"fox was scored on the first 3 test view\(s\) in .*amdfresh_rays512.json "
+                                         r"but on every test view in .*every.json"):
+        bench.main(bench.Args(merge=[part, tmp_path / "every.json"], name="mixed", out=tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+    three = {**every, "runs": [{**r, "test_images": 3} for r in every["runs"]]}
+    (tmp_path / "three.json").write_text(json.dumps(three))
+    bench.main(bench.Args(merge=[part, tmp_path / "three.json"], name="same", out=tmp_path / "out"))
+    merged = json.loads((tmp_path / "out" / "same.json").read_text())
+    assert {r["test_images"] for r in merged["runs"]} == {3}
+    assert "Scored on fox: the first 3 test view(s)." in (tmp_path / "out" / "same.md").read_text()
