@@ -317,6 +317,19 @@ def train_view_metrics(pipeline, views: int, pixels: int = 0) -> Dict[str, float
     return {"train_psnr": float(metrics["psnr"]), "train_ssim": float(metrics["ssim"])}
 
 
+def colour_corrected_psnr(rendered: torch.Tensor, gt: torch.Tensor) -> float:
+    """PSNR after the affine colour map (3x3 and an offset, least squares) that best takes the render
+    to the photo: what a view scores once a global exposure or white-balance offset is forgiven.
+    Captures with exposure changes are scored this way too (multinerf's colour-corrected metrics,
+    there with an iterated fit); here it tells how much of a gap between samplers is photometric,
+    the appearance embedding the test views render with, rather than geometry."""
+    x = rendered.reshape(-1, 3).double()
+    x = torch.cat([x, torch.ones_like(x[:, :1])], dim=1)
+    y = gt.reshape(-1, gt.shape[-1])[:, :3].double()
+    fitted = (x @ torch.linalg.lstsq(x, y).solution).clamp(0, 1)
+    return float(-10.0 * torch.log10(((fitted - y) ** 2).mean()))
+
+
 @contextmanager
 def per_view_scores(model, into: Dict[str, List[float]]):
     """Keep each test view's PSNR / SSIM while nerfstudio's loop averages them: a report over few
@@ -327,6 +340,8 @@ def per_view_scores(model, into: Dict[str, List[float]]):
         metrics, images = scored(outputs, batch)
         for key in ("psnr", "ssim"):
             into.setdefault(f"view_{key}", []).append(float(metrics[key]))
+        gt, rendered = images["img"].chunk(2, dim=1)  # nerfacto lays them side by side
+        into.setdefault("view_cc_psnr", []).append(colour_corrected_psnr(rendered, gt))
         return metrics, images
 
     model.get_image_metrics_and_images = keep
@@ -344,6 +359,7 @@ def evaluate(run: Run, pixels: int = 0, train_views: int = 0) -> None:
     else:
         with per_view_scores(pipeline.model, views):
             metrics = pipeline.get_average_eval_image_metrics(step=run.step)
+        views["cc_psnr"] = sum(views["view_cc_psnr"]) / len(views["view_cc_psnr"])  # averaged as nerfstudio averages PSNR
     extra = train_view_metrics(pipeline, train_views, pixels) if train_views else {}
     selector = run.trainer.pipeline.datamanager.selector
     run.history.append({

@@ -1,6 +1,7 @@
 """The NeRF benchmark's lock-step loop: a run's result must not depend on its place in the list."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -232,6 +233,22 @@ def test_test_images_flag_overrides_a_scenes_own_setting_and_each_views_scores_a
     assert scores["psnr"] == pytest.approx(sum(scores["view_psnr"]) / 3, rel=1e-6)
     assert scores["ssim"] == pytest.approx(sum(scores["view_ssim"]) / 3, rel=1e-6)
     assert "get_image_metrics_and_images" not in vars(run.trainer.pipeline.model)  # the method is the class's again
+    assert all(cc >= psnr - 1e-6 for cc, psnr in zip(scores["view_cc_psnr"], scores["view_psnr"]))
+    assert scores["cc_psnr"] == pytest.approx(sum(scores["view_cc_psnr"]) / 3)
+
+
+def test_colour_corrected_psnr_forgives_an_affine_colour_change_and_nothing_else():
+    bench = load_script("bench_nerf")
+    gt = torch.rand(64, 64, 3, generator=torch.Generator().manual_seed(0)) * 0.6 + 0.2
+    mix = torch.tensor([[0.9, 0.05, 0.0], [0.0, 1.1, 0.1], [0.05, 0.0, 0.8]])
+    darker = (gt - 0.1) @ torch.linalg.inv(mix)  # gt = darker @ mix + 0.1: an exposure / white-balance change
+    assert bench.colour_corrected_psnr(darker, gt) > 60
+    noisy = gt + 0.05 * torch.randn(gt.shape, generator=torch.Generator().manual_seed(1))
+    plain = -10 * math.log10(float(((noisy - gt) ** 2).mean()))
+    # Noise is not forgiven, beyond the least-squares fit's shrinkage toward the mean colour, which
+    # lowers the error by the signal's share of the variance: 10 log10(1 + noise / signal variance).
+    shrinkage = 10 * math.log10(1 + 0.05**2 / (0.6**2 / 12))
+    assert plain - 0.05 < bench.colour_corrected_psnr(noisy, gt) < plain + shrinkage + 0.05
 
 
 def test_a_merge_refuses_a_scene_scored_on_other_views_in_another_file(tmp_path):
