@@ -87,6 +87,10 @@ class Args:
     merge: Optional[List[Path]] = None
     """Train nothing: combine the runs of these result JSONs (partial runs of one preset and
     budget, e.g. one scene or seed per process) into one report under ``--name``."""
+    colour_corrected: bool = False
+    """Report colour-corrected PSNR (each test view forgiven its best affine colour map) in place of
+    PSNR everywhere: on fox, the mean appearance embedding that test views render with moves every
+    view's colour by up to a dB from run to run. The result JSON keeps both as measured."""
     streams_as_seeds: bool = False
     """Report each (seed, selection stream) pair as its own replicate: ``X+sel-seed=N`` of seed s
     counts as X on seed ``s/N``, against uniform on stream N, in every table, check, median and
@@ -488,6 +492,8 @@ def write_results(runs: List[Run], preset: Dict[str, Any], budget: Budget, seeds
     hosts = hosts or host()
     torch_versions = torch_versions or torch.__version__
     trained = runs
+    if args.colour_corrected:
+        runs = nerf_report.colour_corrected(runs)
     if args.streams_as_seeds:
         runs = nerf_report.streams_as_seeds(runs)
         seeds = sorted({r.seed for r in runs}, key=nerf_report.seed_order)
@@ -497,6 +503,7 @@ def write_results(runs: List[Run], preset: Dict[str, Any], budget: Budget, seeds
               f"(full={budget.full}, model overrides {budget.model or 'none'}, learning-rate decay to the budget: "
               f"{budget.decay_to_budget}), seeds {seeds}, torch {torch_versions}, {threads} thread(s) per process, host {hosts}. "
               f"Scored on {views_by_scene(runs)}. Mean ± std over seeds; time and step ratios are medians over seeds. "
+              f"{'PSNR is colour-corrected: each test view is forgiven the affine colour map that best takes its render to the photo. ' if args.colour_corrected else ''}"
               f"{'Seeds are (seed, selection stream) pairs, seed/stream, each against uniform on its own stream. ' if args.streams_as_seeds else ''}"
               "Times are training seconds "
               "(selection, forward, backward, optimizer step; evaluation excluded). Equal time: each strategy's "
@@ -520,7 +527,7 @@ def write_results(runs: List[Run], preset: Dict[str, Any], budget: Budget, seeds
     write_json(args.out / f"{stem}.json", {
         "preset": preset, "budget": vars(budget), "threads": threads, "host": hosts, "torch": torch_versions,
         "summary": summary, "complete": final,
-        "streams_as_seeds": args.streams_as_seeds,
+        "streams_as_seeds": args.streams_as_seeds, "colour_corrected": args.colour_corrected,
         "runs": [{"scene": r.scene, "strategy": r.strategy, "seed": r.seed, "history": r.history,
                   **({"process": r.process} if r.process else {}),
                   **({"host": r.host} if r.host else {}), "test_images": r.test_images} for r in trained],

@@ -268,3 +268,26 @@ def test_a_merge_refuses_a_scene_scored_on_other_views_in_another_file(tmp_path)
     merged = json.loads((tmp_path / "out" / "same.json").read_text())
     assert {r["test_images"] for r in merged["runs"]} == {3}
     assert "Scored on fox: the first 3 test view(s)." in (tmp_path / "out" / "same.md").read_text()
+
+
+def test_colour_corrected_reports_read_cc_psnr_everywhere_and_refuse_runs_without_it(tmp_path):
+    bench = load_script("bench_nerf")
+    part = bench.ROOT / "benchmarks" / "real_rays" / "real_fox_s10_amdfresh_rays512.json"
+    data = json.loads(part.read_text())
+    # Colour correction lifts uniform by 1 dB at every evaluation and the others by nothing.
+    lift = {"uniform": 1.0}
+    runs = [{**r, "history": [{**h, "cc_psnr": h["psnr"] + lift.get(r["strategy"], 0.0)} for h in r["history"]]}
+            for r in data["runs"]]
+    (tmp_path / "cc.json").write_text(json.dumps({**data, "runs": runs}))
+    bench.main(bench.Args(merge=[tmp_path / "cc.json"], name="cc", out=tmp_path / "out", colour_corrected=True))
+    rows = {r["strategy"]: r for r in json.loads((tmp_path / "out" / "cc_summary.json").read_text())}
+    finals = {r["strategy"]: r["history"][-1]["psnr"] for r in data["runs"]}
+    assert rows["uniform"]["final_psnr_mean"] == pytest.approx(finals["uniform"] + 1.0)
+    assert rows["evos:step"]["final_psnr_mean"] == pytest.approx(finals["evos:step"])
+    assert rows["evos:step"]["steps_to_uniform_final_median"] is None  # 1 dB short of uniform's now
+    assert "PSNR is colour-corrected" in (tmp_path / "out" / "cc.md").read_text()
+    merged = json.loads((tmp_path / "out" / "cc.json").read_text())
+    assert merged["colour_corrected"] is True and merged["runs"][0]["history"][0]["psnr"] == data["runs"][0]["history"][0]["psnr"]
+    with pytest.raises(SystemExit, match=r"fox seed 10 uniform \(.*amdfresh_rays512.json\) has no colour-corrected PSNR"):
+        bench.main(bench.Args(merge=[part], name="old", out=tmp_path / "old", colour_corrected=True))
+    assert not (tmp_path / "old").exists()
