@@ -185,7 +185,7 @@ VARIANTS = {
 NUMERIC_VARIANTS = {"ratio": "ratio", "sm-alpha": "softmining_alpha", "sm-uniform": "softmining_uniform",
                     "sm-warmup": "softmining_warmup", "interval": "init_interval", "end-interval": "end_interval",
                     "refresh": "refresh_budget", "block": "prior_block", "levels": "prior_levels",
-                    "ucb": "prior_bonus", nerf_report.STREAM_VARIANT: "seed"}
+                    "ucb": "prior_bonus", "uniform-start": "uniform_start", nerf_report.STREAM_VARIANT: "seed"}
 """Suffixes with a value: ``evos:ratio=0.3``, ``softmining:sm-alpha=0`` (sampling without the weights),
 ``softmining:sm-warmup=60`` (the official 1000 of 20000 steps, scaled to a 1200-step budget),
 ``evos:step+interval=20+end-interval=10+refresh=410`` (re-rank five times as often, re-measuring

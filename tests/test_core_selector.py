@@ -372,3 +372,28 @@ def test_prior_levels_reach_the_ranking_as_a_hierarchy_of_blocks(strategy):
     selector.store.ranking_scores = spy
     run(selector, Scene(torch.rand(P, generator=torch.Generator().manual_seed(2))), 12)
     assert seen and set(seen) == {BlockPrior((2, 4, 8), 1.0)}
+
+
+def _scene():
+    return Scene(torch.rand(P, generator=torch.Generator().manual_seed(3)))
+
+
+def test_samplers_that_rank_draw_uniforms_own_batches_until_their_first_ranking_and_soft_mining_does_not():
+    """What a lock-step group shares with uniform: on fox the first hundred batches decide a
+    run's outcome to about a dB, and every sampler but Soft Mining draws them as uniform does."""
+    uniform = run(make("uniform"), _scene(), 12)
+    for strategy in ("evos", "topk", "errormap"):
+        drawn = run(make(strategy, interval=10, errormap_window=10), _scene(), 12)  # first ranking at step 10
+        assert [torch.equal(a, b) for a, b in zip(uniform, drawn)] == [True] * 10 + [False] * 2, strategy
+    drawn = run(make("softmining"), _scene(), 12)
+    assert not any(torch.equal(a, b) for a, b in zip(uniform, drawn))
+
+
+@pytest.mark.parametrize("strategy", ["softmining", "errormap"])
+def test_uniform_start_draws_the_uniform_samplers_batches_then_hands_over(strategy):
+    uniform = run(make("uniform"), _scene(), 6)
+    started = run(make(strategy, errormap_window=2, softmining_refresh=1, uniform_start=3), _scene(), 6)
+    assert all(torch.equal(a, b) for a, b in zip(uniform[:3], started[:3]))
+    assert not torch.equal(uniform[3], started[3])
+    with pytest.raises(UserInputError, match="uniform-start must be a finite number >= 0"):
+        SelectorConfig(uniform_start=-1).validate()

@@ -173,6 +173,10 @@ class SelectorConfig:
     """softmining: steps over which the weight exponent ramps from 0 to alpha."""
     softmining_refresh: int = 10
     """softmining: steps between rebuilds of the sampling distribution from the cached errors."""
+    uniform_start: int = 0
+    """Steps drawn uniformly, exactly as the uniform sampler draws them, before the strategy takes
+    over: a diagnostic (on fox, Soft Mining's first batch differs from uniform's and its result
+    swings by about a dB from seed to seed; this isolates what the first batches decide)."""
     fitness_dtype: Literal["float16", "float32"] = "float16"
     """Storage of the per-pixel fitness (2 bytes per pixel by default; float32 costs 2 more)."""
     seed: Optional[int] = None
@@ -201,7 +205,7 @@ class SelectorConfig:
                 raise UserInputError(f"{prefix}{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.refresh_budget is not None and self.refresh_budget < 0:
             raise UserInputError(f"{prefix}refresh-budget must be >= 0, got {self.refresh_budget}")
-        non_negative = ("softmining_warmup", "importance_weights", "importance_warmup", "softmining_alpha", "shrinkage",
+        non_negative = ("uniform_start", "softmining_warmup", "importance_weights", "importance_warmup", "softmining_alpha", "shrinkage",
                         "prior_bonus", "crossview_occlusion")
         for name in non_negative:
             value = getattr(self, name)
@@ -521,7 +525,7 @@ class RaySelector(nn.Module):
 
     def _select(self, batch_size: int) -> Selection:
         store, gen, strategy = self.store, self.generator, self.config.strategy
-        if strategy == "uniform" or self.controls.paused:
+        if strategy == "uniform" or self.controls.paused or self.step < self.config.uniform_start:
             return _all_uniform(store.sample_uniform(batch_size, gen))
         if self.errormap is not None:
             return Selection(self.errormap.draw(batch_size, gen), None, 0)
