@@ -89,8 +89,9 @@ class Args:
     budget, e.g. one scene or seed per process) into one report under ``--name``."""
     colour_corrected: bool = False
     """Report colour-corrected PSNR (each test view forgiven its best affine colour map) in place of
-    PSNR everywhere: on fox, the mean appearance embedding that test views render with moves every
-    view's colour by up to a dB from run to run. The result JSON keeps both as measured."""
+    PSNR everywhere: tells a gap in colour (the appearance embedding test views render with) from
+    one in the scene (on fox it kept Soft Mining's gaps: benchmarks/README.md). The result JSON
+    keeps both as measured."""
     streams_as_seeds: bool = False
     """Report each (seed, selection stream) pair as its own replicate: ``X+sel-seed=N`` of seed s
     counts as X on seed ``s/N``, against uniform on stream N, in every table, check, median and
