@@ -87,6 +87,9 @@ class Args:
     merge: Optional[List[Path]] = None
     """Train nothing: combine the runs of these result JSONs (partial runs of one preset and
     budget, e.g. one scene or seed per process) into one report under ``--name``."""
+    first_views: Optional[int] = None
+    """With --merge: re-read every run on its first N test views from the per-view scores it kept,
+    so that runs scored on all of fox's 9 held-out views can join parts scored on the preset's 3."""
     colour_corrected: bool = False
     """Report colour-corrected PSNR (each test view forgiven its best affine colour map) in place of
     PSNR everywhere: tells a gap in colour (the appearance embedding test views render with) from
@@ -386,7 +389,9 @@ def views_by_scene(runs) -> str:
 
 def merge(args: Args) -> None:
     """One report from several result files of the same budget (each run is kept as measured)."""
-    files = nerf_report.read_results(args.merge or [], "--merge")
+    if args.first_views is not None and args.first_views < 1:
+        raise SystemExit(f"--first-views must be >= 1 (got {args.first_views})")
+    files = nerf_report.read_results(args.merge or [], "--merge", args.first_views)
     for path in sorted(set(args.merge or []) - {f.path for f in files}):
         console.print(f"--merge: skipping {path} (a summary, not a result file)")
     runs = [run for f in files for run in f.runs]
@@ -437,6 +442,8 @@ def main(args: Args) -> None:
     if args.merge:
         merge(args)
         return
+    if args.first_views is not None:
+        raise SystemExit("--first-views re-reads a --merge's runs; to score a training run on fewer views use --test-images")
     if args.threads < 1:
         raise SystemExit(f"--threads must be >= 1 (got {args.threads})")
     if args.train_views < 0:

@@ -91,13 +91,34 @@ class ResultFile:
     runs: List[MeasuredRun]
 
 
-def read_results(paths: Sequence[Path], flag: str) -> List[ResultFile]:
+def on_first_views(run: MeasuredRun, views: int, flag: str) -> MeasuredRun:
+    """``run`` re-read on its first ``views`` test views, from the per-view scores it kept (as if it
+    had been scored on those alone), so that it can share a report with runs scored on them: fox's
+    preset scores 3 of its 9 held-out views."""
+    if run.test_images == views:
+        return run
+    kept = [len(h.get("view_psnr", ())) for h in run.history]
+    if min(kept) < views:
+        raise SystemExit(f"{flag} {views}: {run.scene} seed {run.seed} {run.strategy} ({run.process}) has per-view scores "
+                         f"for {min(kept)} view(s) only (scored on {fmt_views(run.test_images)})")
+    history = []
+    for h in run.history:
+        first = {key: h[key][:views] for key in ("view_psnr", "view_ssim", "view_cc_psnr") if key in h}
+        means = {"psnr": statistics.mean(first["view_psnr"]), "ssim": statistics.mean(first["view_ssim"])}
+        if "view_cc_psnr" in first:
+            means["cc_psnr"] = statistics.mean(first["view_cc_psnr"])
+        history.append({**h, **first, **means})
+    return MeasuredRun(run.scene, run.strategy, run.seed, history, run.process, run.host, views)
+
+
+def read_results(paths: Sequence[Path], flag: str, first_views: Optional[int] = None) -> List[ResultFile]:
     """The result files of one report, skipping parts' summaries. A (scene, seed, strategy) found in
     two files stops with one line naming both (``flag`` names the option they came from): counted
     twice, one run would pass for two seeds in every mean and median, as when a part is given
     together with a merged report that already holds it. So does a run that stopped before its
     budget's last step (a stopped group's partial file): its last evaluation would pass for the end.
-    And so does a scene scored on other test views in one file than in another."""
+    And so does a scene scored on other test views in one file than in another, unless
+    ``first_views`` re-reads every run on that many (see :func:`on_first_views`)."""
     files: List[ResultFile] = []
     seen: Dict[tuple, Path] = {}
     scored_on: Dict[str, tuple] = {}
@@ -106,6 +127,8 @@ def read_results(paths: Sequence[Path], flag: str) -> List[ResultFile]:
         if data is None:
             continue
         runs = measured_runs(data, process=str(path))
+        if first_views:
+            runs = [on_first_views(run, first_views, "--first-views") for run in runs]
         for run in runs:
             last = run.history[-1]["step"] if run.history else 0
             if last < data["budget"]["steps"]:

@@ -291,3 +291,26 @@ def test_colour_corrected_reports_read_cc_psnr_everywhere_and_refuse_runs_withou
     with pytest.raises(SystemExit, match=r"fox seed 10 uniform \(.*amdfresh_rays512.json\) has no colour-corrected PSNR"):
         bench.main(bench.Args(merge=[part], name="old", out=tmp_path / "old", colour_corrected=True))
     assert not (tmp_path / "old").exists()
+
+
+def test_first_views_lets_runs_scored_on_every_view_join_parts_scored_on_the_first_three(tmp_path):
+    bench = load_script("bench_nerf")
+    parts = bench.ROOT / "benchmarks" / "real_rays"
+    three, nine = parts / "real_fox_s12_amdfresh_rays512.json", parts / "real_fox_s12_amdsmus100v9_rays512.json"
+    with pytest.raises(SystemExit, match="fox was scored on the first 3 test view"):
+        bench.main(bench.Args(merge=[three, nine], name="x", out=tmp_path / "refused"))
+    bench.main(bench.Args(merge=[three, nine], name="joined", out=tmp_path / "out", first_views=3))
+    joined = {r["strategy"]: r for r in json.loads((tmp_path / "out" / "joined.json").read_text())["runs"]}
+    trained = json.loads(nine.read_text())["runs"][0]["history"]
+    rescored = joined["softmining:uniform-start=100"]
+    assert rescored["test_images"] == 3 and len(rescored["history"][-1]["view_psnr"]) == 3
+    assert rescored["history"][-1]["psnr"] == pytest.approx(sum(trained[-1]["view_psnr"][:3]) / 3)
+    assert rescored["history"][-1]["ssim"] == pytest.approx(sum(trained[-1]["view_ssim"][:3]) / 3)
+    assert joined["uniform"]["history"] == json.loads(three.read_text())["runs"][0]["history"]  # already on 3: as measured
+    with pytest.raises(SystemExit, match=r"--first-views 4: fox seed 12 uniform .* has per-view scores for 0 view\(s\) only"):
+        bench.main(bench.Args(merge=[three], name="y", out=tmp_path / "none", first_views=4))
+    with pytest.raises(SystemExit, match="--first-views must be >= 1"):
+        bench.main(bench.Args(merge=[three], name="z", out=tmp_path / "none", first_views=0))
+    with pytest.raises(SystemExit, match="--first-views re-reads a --merge's runs"):
+        bench.main(bench.Args(first_views=3, out=tmp_path / "none"))
+    assert not (tmp_path / "none").exists() and not (tmp_path / "refused").exists()
