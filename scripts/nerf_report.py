@@ -6,6 +6,7 @@ Every number is read off the measured evaluation histories: a run is a list of
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import statistics
@@ -108,7 +109,7 @@ def on_first_views(run: MeasuredRun, views: int, flag: str) -> MeasuredRun:
         if "view_cc_psnr" in first:
             means["cc_psnr"] = statistics.mean(first["view_cc_psnr"])
         history.append({**h, **first, **means})
-    return MeasuredRun(run.scene, run.strategy, run.seed, history, run.process, run.host, views)
+    return dataclasses.replace(run, history=history, test_images=views)
 
 
 def read_results(paths: Sequence[Path], flag: str, first_views: Optional[int] = None) -> List[ResultFile]:
@@ -267,8 +268,7 @@ def colour_corrected(runs) -> List[MeasuredRun]:
         if any("cc_psnr" not in h for h in r.history):
             raise SystemExit(f"--colour-corrected: {r.scene} seed {r.seed} {r.strategy} ({r.process or 'this process'}) "
                              "has no colour-corrected PSNR (evaluated before bench_nerf recorded it)")
-        history = [{**h, "psnr": h["cc_psnr"]} for h in r.history]
-        out.append(MeasuredRun(r.scene, r.strategy, r.seed, history, r.process, r.host, r.test_images))
+        out.append(dataclasses.replace(r, history=[{**h, "psnr": h["cc_psnr"]} for h in r.history]))
     return out
 
 
@@ -290,7 +290,7 @@ def streams_as_seeds(runs) -> List[MeasuredRun]:
             raise SystemExit(f"--streams-as-seeds: {r.scene} seed {replicate} has two runs named {strategy} "
                              f"once the stream is taken out of the name (one is {r.strategy})")
         seen.add((r.scene, replicate, strategy))
-        out.append(MeasuredRun(r.scene, strategy, replicate, r.history, r.process, r.host, r.test_images))
+        out.append(dataclasses.replace(r, strategy=strategy, seed=replicate))
     return out
 
 
