@@ -26,6 +26,8 @@ def test_images_of_one_size_locate_pixels_as_the_general_path_does():
     cyx = same.unflatten(flat)
     assert torch.equal(same.flat_index(cyx[:, 0], cyx[:, 1], cyx[:, 2]), flat)
     assert cyx[15].tolist() == [2, 0, 0] and cyx[-1].tolist() == [4, 2, 4]
+    for store in (same, mixed):  # the camera alone, as the crossview prior reads it
+        assert torch.equal(store.camera_of(flat), store.unflatten(flat)[:, 0])
 
 
 def test_a_pixel_drawn_twice_in_a_batch_keeps_its_last_error_and_the_totals_stay_exact():

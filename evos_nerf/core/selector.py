@@ -602,7 +602,7 @@ class RaySelector(nn.Module):
             if self.errormap is not None and trained:
                 self.errormap.observe(flat, errors)
             if self.crossview is not None and points is not None and trained:
-                self.crossview.add(points, errors, self.store.unflatten(flat)[:, 0])
+                self.crossview.add(points, errors, self.store.camera_of(flat))
             if self.live is not None and self.pool is not None and trained:
                 self.live.add(self.pool.contains(flat), errors)
         self.skipped_errors += skipped

@@ -173,17 +173,25 @@ class FitnessStore(nn.Module):
         local = self._local(camera)
         return self.offsets[local] + y.to(local.device).long() * self.widths[local] + x.to(local.device).long()
 
+    def _local_of_flat(self, flat: Tensor) -> Tensor:
+        if self.image_size is not None:  # one size for all: a division (searchsorted is slow on CPU)
+            return flat // self.image_size
+        return torch.searchsorted(self.offsets, flat, right=True) - 1
+
     def locate(self, flat: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         """Flat indices -> (local image, y, x), each [R] long."""
         flat = flat.to(self.offsets.device).long()
-        if self.image_size is not None:  # one size for all: a division (searchsorted is slow on CPU)
-            local = flat // self.image_size
+        local = self._local_of_flat(flat)
+        if self.image_size is not None:
             rem = flat - local * self.image_size
             return local, rem // self.image_width, rem % self.image_width
-        local = torch.searchsorted(self.offsets, flat, right=True) - 1
         rem = flat - self.offsets.index_select(0, local)
         width = self.widths.index_select(0, local)
         return local, rem // width, rem % width
+
+    def camera_of(self, flat: Tensor) -> Tensor:
+        """Flat indices -> [R] long absolute camera (without the pixel position ``unflatten`` adds)."""
+        return self.cameras.index_select(0, self._local_of_flat(flat.to(self.offsets.device).long()))
 
     def unflatten(self, flat: Tensor) -> Tensor:
         """Flat indices -> [R, 3] long (absolute camera, y, x)."""
@@ -367,7 +375,7 @@ class FitnessStore(nn.Module):
 
     def _add_uniform(self, flat: Tensor, error: Tensor) -> None:
         self._grow_uniform(self.current_epoch + 1)
-        local = self.locate(flat)[0]
+        local = self._local_of_flat(flat.to(self.offsets.device).long())
         self.uniform[:, 0, self.current_epoch].index_add_(0, local, torch.ones_like(error, dtype=self.uniform.dtype))
         self.uniform[:, 1, self.current_epoch].index_add_(0, local, error.to(self.uniform.dtype))
 
