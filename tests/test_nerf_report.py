@@ -383,3 +383,33 @@ def test_checks_judge_a_run_on_another_stream_against_uniform_and_the_baselines_
     assert "evos:step+sel-seed=7 reaches uniform's final PSNR in 0.60x" in text
     assert "not worse than uniform in PSNR or SSIM (21.10 vs 21.00 dB, 0.610 vs 0.600)" in text
     assert "vs the best baseline (errormap:sel-seed=7, 0.90x of uniform's time): +33% sooner (target >= 15%: met)" in text
+
+
+def test_median_interval_resamples_seeds_and_counts_never_as_infinitely_slow():
+    report = load_script("nerf_report")
+    # every seed the same: the bootstrap cannot move the median
+    assert report.median_interval([0.6, 0.6, 0.6]) == (0.6, 0.6, 0.6)
+    # one seed: a median and no interval
+    assert report.median_interval([0.7]) == (0.7, None, None)
+    # two modes, as Soft Mining on fox: 5 seeds fast, 4 never. Resampled, the median lands on either
+    # side, and the bounds are seeds' own values (no interpolation between 0.4x and never)
+    median, low, high = report.median_interval([0.35, 0.32, 0.40, 0.64, 0.50, None, None, None, None])
+    assert median == 0.64 and low in (0.32, 0.35, 0.40) and high == float("inf")
+    # a tight sampler stays tight
+    median, low, high = report.median_interval([0.70, 0.72, 0.74, 0.71, 0.73, 0.75, 0.69])
+    assert median == 0.72 and 0.69 <= low <= 0.72 <= high <= 0.75
+
+
+def test_median_intervals_list_every_sampler_but_uniform_that_ran_two_seeds_or_more():
+    report = load_script("nerf_report")
+    summary = {f"s|{r['strategy']}": r for r in (
+        {"scene": "s", "strategy": "uniform", "step_ratio": [1.0, 1.0]},
+        {"scene": "s", "strategy": "softmining", "step_ratio": [0.3, None, None]},
+        {"scene": "s", "strategy": "evos:step", "step_ratio": [0.6, 0.6]},
+        {"scene": "s", "strategy": "topk", "step_ratio": [0.5]},
+    )}
+    text = "\n".join(report.median_intervals(summary))
+    assert "| s | softmining | 3 | 1 | never | 0.30x to never |" in text
+    assert "| s | evos:step | 2 | 2 | 0.60x | 0.60x to 0.60x |" in text
+    assert "uniform" not in text.split("|---|")[-1] and "topk" not in text
+    assert report.median_intervals({"s|topk": summary["s|topk"]}) == []
