@@ -426,6 +426,9 @@ def _evos_checks(mine: Dict[str, Any], uniform: Dict[str, Any], baselines: List[
             ours_note = f"; {evos} {mine_there:.2f}x there" if on else ""
             lines.append(f"    vs the best baseline ({best}, {reached[best]:.2f}x of uniform's {unit}{on}{ours_note}): "
                          f"{100 * sooner:+.0f}% sooner (target >= 15%: {'met' if sooner >= 0.15 else 'missed'}).")
+            if len(ours) > 1:
+                spans = [f"{name} {_span(values)}" for name, values in ((evos, ours), (best, theirs))]
+                lines.append(f"    95% bootstrap intervals of the two medians over these seeds: {'; '.join(spans)}.")
     elif baselines:
         # EVOS reaching uniform's final where no baseline's median does is sooner than all of them.
         verdict = " (target >= 15%: met, no baseline's median reaches it)" if t is not None and not reached else ""
@@ -590,6 +593,15 @@ def median_interval(values: Sequence[Optional[float]], level: float = 0.95, resa
     return median, float(low), float(high)
 
 
+def _span(values: Sequence[Optional[float]]) -> str:
+    _, low, high = median_interval(values)
+    return "-" if low is None else f"{_fmt_reach(low)} to {_fmt_reach(high)}"
+
+
+def _fmt_reach(value: float) -> str:
+    return "never" if math.isinf(value) else f"{value:.2f}x"
+
+
 def median_intervals(summary: Dict[str, Dict[str, Any]]) -> List[str]:
     """Each sampler's median steps to uniform's final PSNR with a 95% bootstrap interval over seeds.
 
@@ -599,9 +611,6 @@ def median_intervals(summary: Dict[str, Dict[str, Any]]) -> List[str]:
     head-to-head table (some baselines trained in other processes). Rows run on one seed have none."""
     lines = ["", "## Steps to uniform's final PSNR: median over seeds with a 95% bootstrap interval (seeds resampled)", "",
              "| scene | strategy | seeds | reach it | median | 95% interval |", "|---|---|---|---|---|---|"]
-    def fmt(value: float) -> str:
-        return "never" if math.isinf(value) else f"{value:.2f}x"
-
     found = False
     for row in summary.values():
         values = row.get("step_ratio", [])
@@ -610,7 +619,7 @@ def median_intervals(summary: Dict[str, Dict[str, Any]]) -> List[str]:
         median, low, high = median_interval(values)
         found = True
         lines.append(f"| {row['scene']} | {row['strategy']} | {len(values)} | {sum(v is not None for v in values)} | "
-                     f"{fmt(median)} | {fmt(low)} to {fmt(high)} |")
+                     f"{_fmt_reach(median)} | {_fmt_reach(low)} to {_fmt_reach(high)} |")
     return lines if found else []
 
 

@@ -76,6 +76,8 @@ def test_evos_is_measured_against_a_baseline_on_the_seeds_both_ran():
     assert "evos:step reaches uniform's final PSNR in 0.60x" in text
     assert ("vs the best baseline (errormap, 0.75x of uniform's time on the 2 seed(s) both ran; evos:step 0.75x there): "
             "+0% sooner (target >= 15%: missed)") in text
+    # how far other seeds could move either median: resampled, each pair of seeds gives 0.75 or one of its two values
+    assert "95% bootstrap intervals of the two medians over these seeds: evos:step 0.60x to 0.90x; errormap 0.70x to 0.80x." in text
     # 0.5x over all three seeds, but "never" (the median of never and 0.4x) on the two the baseline ran
     text = "\n".join(report.checks({"s|uniform": uniform, "s|evos:step": {**mine, "ratio": [None, 0.4, 0.5]},
                                      "s|errormap": errormap}))
