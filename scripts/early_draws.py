@@ -34,7 +34,7 @@ from rich.table import Table
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_nerf  # noqa: E402
 
-console = Console()
+console = Console(width=150)  # the table, whole, in a log file too
 
 
 @dataclass
