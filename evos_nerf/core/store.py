@@ -174,6 +174,8 @@ class FitnessStore(nn.Module):
         return self.offsets[local] + y.to(local.device).long() * self.widths[local] + x.to(local.device).long()
 
     def _local_of_flat(self, flat: Tensor) -> Tensor:
+        """Flat indices -> [R] long local image (what ``locate`` and ``camera_of`` share)."""
+        flat = flat.to(self.offsets.device).long()
         if self.image_size is not None:  # one size for all: a division (searchsorted is slow on CPU)
             return flat // self.image_size
         return torch.searchsorted(self.offsets, flat, right=True) - 1
@@ -191,7 +193,7 @@ class FitnessStore(nn.Module):
 
     def camera_of(self, flat: Tensor) -> Tensor:
         """Flat indices -> [R] long absolute camera (without the pixel position ``unflatten`` adds)."""
-        return self.cameras.index_select(0, self._local_of_flat(flat.to(self.offsets.device).long()))
+        return self.cameras.index_select(0, self._local_of_flat(flat))
 
     def unflatten(self, flat: Tensor) -> Tensor:
         """Flat indices -> [R, 3] long (absolute camera, y, x)."""
@@ -375,7 +377,7 @@ class FitnessStore(nn.Module):
 
     def _add_uniform(self, flat: Tensor, error: Tensor) -> None:
         self._grow_uniform(self.current_epoch + 1)
-        local = self._local_of_flat(flat.to(self.offsets.device).long())
+        local = self._local_of_flat(flat)
         self.uniform[:, 0, self.current_epoch].index_add_(0, local, torch.ones_like(error, dtype=self.uniform.dtype))
         self.uniform[:, 1, self.current_epoch].index_add_(0, local, error.to(self.uniform.dtype))
 
