@@ -19,7 +19,7 @@ many measurements a block holds, which changes with rays per step, image size an
 2048 rays on half-size real captures 8 px blocks beat 16 px ones, and full-size images or fewer
 rays hold a quarter as many measurements per block. In the hierarchy a sparse fine block falls
 back to its neighbourhood rather than to the whole image. Measured, that did not make a fine size
-sooner than 16 px at every density (README, "A finer neighbourhood prior"), so it is an ablation.
+sooner than 16 px at every density (benchmarks/README.md, "Findings in full"), so it is an ablation.
 
 One pseudo-observation per level is a fixed guess at how far a block's few measurements should be
 trusted. The fitted strength (``BlockPrior(pseudo_count="fitted")``) measures it instead, per image

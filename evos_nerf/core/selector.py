@@ -87,13 +87,13 @@ class SelectorConfig:
     """Frequency-guided crossover of error and edge-weighted error: select, add, none. Off by default
     on rays because it has not earned its cost there: at equal random streams it moved test PSNR by
     at most 0.07 dB on fern and fox (step 480) and 0.01x in steps on the synthetic scenes, while it
-    costs a second ranking pass over every pixel at each key iteration (README, NeRF benchmark)."""
+    costs a second ranking pass over every pixel at each key iteration (benchmarks/README.md, "Findings in full")."""
     crossover_prior: CrossoverPrior = "edges"
     """The crossover's second parent (with ``crossover`` select or add): edges weights each error by the
     ground truth's squared Laplacian (the paper's high-frequency parent); smooth by SSIM's sensitivity
     1 / (2 s^2 + C2), s^2 the local variance in SSIM's window, so that the second parent ranks pixels
     by the SSIM their error costs (flat regions) while the first ranks them by PSNR's squared error.
-    On fox and fern it did not recover SSIM (README, NeRF benchmark), so crossover stays off."""
+    On fox and fern it did not recover SSIM (benchmarks/README.md, "Findings in full"), so crossover stays off."""
     stale_correction: bool = True
     """Rescale cached errors by how much the mean training error fell since they were measured."""
     fitness: Fitness = "error"
@@ -119,7 +119,7 @@ class SelectorConfig:
     """Levels of the neighbourhood prior: 1 shrinks each block toward its image's mean; L > 1 shrinks
     it toward the block twice its size, that one toward the next, and so on for L sizes
     (``evos_nerf.core.neighbourhood``), so that a sparse fine block falls back to its neighbourhood
-    (an ablation: not sooner than one 16 px level at every density, README)."""
+    (an ablation: not sooner than one 16 px level at every density, benchmarks/README.md)."""
     prior_strength: Literal["one", "fitted"] = "one"
     """How far a block's measurements are trusted over its parent's (the coarser block, or the image):
     one pseudo-observation at the parent, or ``fitted`` per image and level from the measured spread
