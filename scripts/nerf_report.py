@@ -582,7 +582,8 @@ def median_interval(values: Sequence[Optional[float]], level: float = 0.95, resa
     from scipy.stats import bootstrap
 
     data = np.array([math.inf if v is None else v for v in values], dtype=float)
-    median = float(np.median(data))
+    median = median_ratio(values)  # the one definition of the median the report's other tables use
+    median = math.inf if median is None else median
     if data.size < 2:
         return median, None, None
     with warnings.catch_warnings():  # scipy's own interval (unused) meets inf - inf in never-reached seeds
