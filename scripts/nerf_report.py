@@ -245,7 +245,7 @@ def uniform_name(name: str) -> str:
 def same_stream_uniform(name: str, group: Dict[str, Any]):
     """Uniform on the same selection stream as ``name`` (``sel-seed=N``), if the group has it.
 
-    A selection stream alone moves uniform's final PSNR by up to 1 dB on fox (benchmarks/README,
+    A selection stream alone moves uniform's final PSNR by up to 1.9 dB on fox (benchmarks/README,
     "The selection stream alone"), so a run on another stream is measured against uniform on its
     own stream, never the seed's default one. Only the step and time ratios are: the equal-time
     point and the "timed with uniform" flag stay the default uniform's where the group has one, so
@@ -277,7 +277,7 @@ def streams_as_seeds(runs) -> List[MeasuredRun]:
     s becomes X on replicate ``"s/N"`` (the default stream is ``"s"``), so every table, check and
     median counts it as another seed of X, measured against uniform on its own stream.
 
-    On fox the stream alone moves uniform's final PSNR by up to 1 dB with the model's
+    On fox the stream alone moves uniform's final PSNR by up to 1.9 dB with the model's
     initialisation fixed, so one stream per seed under-samples what a sampler does; pooling
     streams as replicates gives the medians more, and fairer, draws. A name that two runs of
     one replicate would share (``X+sel-seed=N`` beside ``X:sel-seed=N``) stops with one line."""
@@ -496,7 +496,7 @@ def paired_with_uniform(runs) -> List[str]:
     with a 95% interval of the mean difference and how many pairs end at or above uniform.
 
     "Never worse than uniform" read off point means is a coin toss where a stream alone moves
-    uniform by up to 1 dB (fox): a mean difference whose interval holds 0 is evidence neither way,
+    uniform by up to 1.9 dB (fox): a mean difference whose interval holds 0 is evidence neither way,
     and the count of pairs below uniform says how often a user would end worse. Pairs are made
     within a (scene, seed) group, so the seed's own spread cancels."""
     by_key = {(r.scene, r.seed, r.strategy): r for r in runs}
