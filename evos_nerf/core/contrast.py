@@ -6,9 +6,10 @@ error of variance n^2 that is independent of the image, SSIM's contrast-structur
 (2 s^2 + C2) / (2 s^2 + n^2 + C2), so the SSIM lost there is about n^2 / (2 s^2 + C2): a unit of
 squared error in a flat region (s^2 near 0) costs up to 1 + 2 s^2 / C2 times what it costs on a
 texture. Error-ranked samplers spend their batch on textured, high-error pixels and leave flat
-regions slightly noisy, which is where real captures lose SSIM (benchmarks/README.md, "Findings in full"). Weighting
-a pixel's error by 1 / (2 s^2 + C2) ranks it by the SSIM it costs; crossing that parent with the
-plain error (PSNR's) is the frequency-guided crossover with a prior that points the other way.
+regions slightly noisy, which is where real captures lose SSIM (benchmarks/README.md, "Findings in
+full"). Weighting a pixel's error by 1 / (2 s^2 + C2) ranks it by the SSIM it costs; crossing that
+parent with the plain error (PSNR's) is the frequency-guided crossover with a prior that points the
+other way.
 
 The window and constants are the standard SSIM's (Wang et al. 2004; torchmetrics, which nerfstudio's
 evaluation uses): an 11x11 Gaussian of sigma 1.5, C2 = (0.03 * data range)^2, images in [0, 1].

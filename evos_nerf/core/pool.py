@@ -127,8 +127,8 @@ def live_importance(store: FitnessStore, stale_correction: bool = True, power: f
 
     Every trained ray refreshes its pixel's error, so a draw by this importance follows the errors of
     the last steps, not only those of the last key iteration: what makes Soft Mining's draw, rebuilt
-    every 10 steps, fast (benchmarks/README.md, "Findings in full"). The stale-ratio table changes only at key
-    iterations and is built once per call of this function.
+    every 10 steps, fast (benchmarks/README.md, "Findings in full"). The stale-ratio table changes
+    only at key iterations and is built once per call of this function.
     """
     ratios = store.stale_ratios() if stale_correction else None
 

@@ -87,13 +87,15 @@ class SelectorConfig:
     """Frequency-guided crossover of error and edge-weighted error: select, add, none. Off by default
     on rays because it has not earned its cost there: at equal random streams it moved test PSNR by
     at most 0.07 dB on fern and fox (step 480) and 0.01x in steps on the synthetic scenes, while it
-    costs a second ranking pass over every pixel at each key iteration (benchmarks/README.md, "Findings in full")."""
+    costs a second ranking pass over every pixel at each key iteration (benchmarks/README.md,
+    "Findings in full")."""
     crossover_prior: CrossoverPrior = "edges"
     """The crossover's second parent (with ``crossover`` select or add): edges weights each error by the
     ground truth's squared Laplacian (the paper's high-frequency parent); smooth by SSIM's sensitivity
     1 / (2 s^2 + C2), s^2 the local variance in SSIM's window, so that the second parent ranks pixels
     by the SSIM their error costs (flat regions) while the first ranks them by PSNR's squared error.
-    On fox and fern it did not recover SSIM (benchmarks/README.md, "Findings in full"), so crossover stays off."""
+    On fox and fern it did not recover SSIM (benchmarks/README.md, "Findings in full"), so crossover
+    stays off."""
     stale_correction: bool = True
     """Rescale cached errors by how much the mean training error fell since they were measured."""
     fitness: Fitness = "error"
