@@ -36,7 +36,9 @@ class MeasuredRun:
     """The CPU it trained on, as its result file records it ("" when not recorded). Runs of one seed
     share their random numbers only on one kind of CPU: on an Intel Xeon, fox seed 0's uniform
     differed from the AMD EPYC run in the fourth decimal of PSNR at step 240 and EVOS by 0.11 dB
-    (CPU kernels round differently, and ranking amplifies it)."""
+    (CPU kernels round differently, and ranking amplifies it). Two AMD EPYC generations (AVX512 and
+    AVX2) reproduced fox seeds 20 and 21's uniform bit for bit, so another host label marks a
+    possible break of common random numbers, not a certain one."""
     test_images: Optional[int] = None
     """How many of the scene's test views it was scored on (the first N; None: all of them). On fox
     the preset scores 3 of its 9 held-out views, and the two averages differ by 0.3-0.4 dB for one
@@ -375,7 +377,8 @@ def _other_host_lines(row: Dict[str, Any], indent: str) -> List[str]:
     if not moved:
         return []
     return [f"{indent}{row['strategy']} seed(s) {', '.join(map(str, moved))} trained on another CPU than their uniform "
-            "run: not on common random numbers with it (kernels round differently across CPUs)."]
+            "run: possibly not on common random numbers with it (kernels can round differently across CPUs: an Intel and "
+            "an AMD host did; two AMD hosts, AVX512 and AVX2, reproduced uniform bit for bit, benchmarks/README.md)."]
 
 
 def _timed_together(rows: Sequence[Dict[str, Any]]) -> bool:
