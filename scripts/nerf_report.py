@@ -359,8 +359,7 @@ def checks(summary: Dict[str, Dict[str, Any]]) -> List[str]:
                      f"converged if < 0.2 dB: {'yes' if rise < 0.2 else 'NO'}).")
         baseline_rows = [row for row in summary.values() if row["scene"] == scene and split_stream(row["strategy"])[0] in BASELINES]
         baseline_rows.sort(key=lambda row: (split_stream(row["strategy"])[1] is not None, BASELINES.index(split_stream(row["strategy"])[0])))
-        for baseline in baseline_rows:  # once per scene, not under every EVOS row
-            lines += _other_host_lines(baseline, "  - ")
+        lines += _other_host_lines([*baseline_rows, *mine_rows], "  - ")  # once per scene, not once per row
         for mine in mine_rows:
             # A run on selection stream N is judged against uniform and the baselines on stream N
             # (its step ratios are already uniform-on-N's; see same_stream_uniform).
@@ -372,11 +371,17 @@ def checks(summary: Dict[str, Dict[str, Any]]) -> List[str]:
     return lines
 
 
-def _other_host_lines(row: Dict[str, Any], indent: str) -> List[str]:
-    moved = [seed for seed, other in zip(row.get("seeds", []), row.get("other_host_than_uniform", [])) if other]
+def _other_host_lines(rows: Sequence[Dict[str, Any]], indent: str) -> List[str]:
+    """One line naming every row's seeds that trained on another CPU than their uniform run: the
+    caveat is the same for each sampler, so it is said once per scene."""
+    moved = []
+    for row in rows:
+        seeds = [seed for seed, other in zip(row.get("seeds", []), row.get("other_host_than_uniform", [])) if other]
+        if seeds:
+            moved.append(f"{row['strategy']} seed(s) {', '.join(map(str, seeds))}")
     if not moved:
         return []
-    return [f"{indent}{row['strategy']} seed(s) {', '.join(map(str, moved))} trained on another CPU than their uniform "
+    return [f"{indent}{'; '.join(moved)} trained on another CPU than their uniform "
             "run: possibly not on common random numbers with it (kernels can round differently across CPUs: an Intel and "
             "an AMD host did; two AMD hosts, AVX512 and AVX2, reproduced uniform bit for bit, benchmarks/README.md)."]
 
@@ -436,7 +441,6 @@ def _evos_checks(mine: Dict[str, Any], uniform: Dict[str, Any], baselines: List[
         # EVOS reaching uniform's final where no baseline's median does is sooner than all of them.
         verdict = " (target >= 15%: met, no baseline's median reaches it)" if t is not None and not reached else ""
         lines.append(f"    baselines reaching uniform's final: {', '.join(reached) or 'none'}{verdict}.")
-    lines += _other_host_lines(mine, "    ")
     overhead = max(o + f for o, f in zip(mine["overhead"], mine["refresh"]))
     lines.append(f"    sampler + re-measure overhead {100 * overhead:.2f}% of training time (target <= 5%).")
     return lines

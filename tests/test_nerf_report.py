@@ -310,6 +310,9 @@ def test_a_seed_trained_on_another_cpu_than_its_uniform_run_is_named():
     assert "errormap seed(s) 1 trained on another CPU" in baseline and "evos:step seed(s)" not in baseline
     same = "\n".join(report.checks(report.summarise(runs[2:])))
     assert "another CPU" not in same
+    both = report.checks(report.summarise(runs[:2] + [run("errormap", 0, "Intel", (19.5, 20.2))]))
+    moved = [line for line in both if "another CPU" in line]
+    assert len(moved) == 1 and "errormap seed(s) 0; evos:step seed(s) 0 trained" in moved[0]  # once per scene
 
 
 def test_merged_runs_keep_the_cpu_of_the_part_that_trained_them(tmp_path):
