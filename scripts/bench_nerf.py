@@ -184,6 +184,7 @@ VARIANTS = {
     "annealed-draw": {"pool_draw": "annealed"},
     "fitted-prior": {"prior_strength": "fitted"},
     "live": {"mutation_control": "live"},
+    "paper-mutation": {"mutation_base": "current"},
 }
 """Ablation suffixes: ``evos:crossover``, ``evos:step+weighted`` (joined with ``+``)."""
 NUMERIC_VARIANTS = {"ratio": "ratio", "sm-alpha": "softmining_alpha", "sm-uniform": "softmining_uniform",
