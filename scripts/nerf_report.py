@@ -359,7 +359,7 @@ def checks(summary: Dict[str, Dict[str, Any]]) -> List[str]:
                      f"converged if < 0.2 dB: {'yes' if rise < 0.2 else 'NO'}).")
         baseline_rows = [row for row in summary.values() if row["scene"] == scene and split_stream(row["strategy"])[0] in BASELINES]
         baseline_rows.sort(key=lambda row: (split_stream(row["strategy"])[1] is not None, BASELINES.index(split_stream(row["strategy"])[0])))
-        lines += _other_host_lines([*baseline_rows, *mine_rows], "  - ")  # once per scene, not once per row
+        lines += _other_host_lines([*baseline_rows, *mine_rows])  # once per scene, not once per row
         for mine in mine_rows:
             # A run on selection stream N is judged against uniform and the baselines on stream N
             # (its step ratios are already uniform-on-N's; see same_stream_uniform).
@@ -371,7 +371,7 @@ def checks(summary: Dict[str, Dict[str, Any]]) -> List[str]:
     return lines
 
 
-def _other_host_lines(rows: Sequence[Dict[str, Any]], indent: str) -> List[str]:
+def _other_host_lines(rows: Sequence[Dict[str, Any]]) -> List[str]:
     """One line naming every row's seeds that trained on another CPU than their uniform run: the
     caveat is the same for each sampler, so it is said once per scene."""
     moved = []
@@ -381,7 +381,7 @@ def _other_host_lines(rows: Sequence[Dict[str, Any]], indent: str) -> List[str]:
             moved.append(f"{row['strategy']} seed(s) {', '.join(map(str, seeds))}")
     if not moved:
         return []
-    return [f"{indent}{'; '.join(moved)} trained on another CPU than their uniform "
+    return [f"  - {'; '.join(moved)} trained on another CPU than their uniform "
             "run: possibly not on common random numbers with it (kernels can round differently across CPUs: an Intel and "
             "an AMD host did; two AMD hosts, AVX512 and AVX2, reproduced uniform bit for bit, benchmarks/README.md)."]
 
