@@ -53,7 +53,8 @@ def test_store_costs_4_bytes_per_pixel_and_5_with_selection_counts():
     assert plain.bytes_per_pixel() == 4 and inspected.bytes_per_pixel() == 5
     assert plain.visits is None and inspected.visits.dtype == torch.uint8
     geometry = 8 * (3 * 3 + 4 + plain.num_cameras)  # cameras, heights, widths, offsets, local_of (int64)
-    assert plain.memory_bytes() == 4 * plain.num_pixels + geometry
+    tallies = 8 * 5  # the running sums update keeps on the device (float64)
+    assert plain.memory_bytes() == 4 * plain.num_pixels + geometry + tallies
     assert FitnessStore([(10, 10)], dtype=torch.float32).bytes_per_pixel() == 6
 
 

@@ -6,11 +6,20 @@ of whole bytes is the membership of a slice of entries.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import torch
 from torch import Tensor
 
 _WEIGHTS = torch.tensor([1, 2, 4, 8, 16, 32, 64, 128], dtype=torch.uint8)
 _CHUNK = 1 << 23  # entries per packing chunk (a multiple of 8)
+
+
+@lru_cache(maxsize=None)
+def _weights(device: torch.device) -> Tensor:
+    """The bit values on ``device``, copied there once: a per-call ``.to`` is a host-to-device copy
+    (and a wait) on a GPU every time a membership is tested."""
+    return _WEIGHTS.to(device)
 
 
 def num_bytes(n: int) -> int:
@@ -22,7 +31,7 @@ def pack_bits(mask: Tensor) -> Tensor:
     mask = mask.reshape(-1)
     n = mask.numel()
     out = torch.empty(num_bytes(n), dtype=torch.uint8, device=mask.device)
-    weights = _WEIGHTS.to(mask.device)
+    weights = _weights(mask.device)
     for start in range(0, n, _CHUNK):
         end = min(start + _CHUNK, n)
         part = mask[start:end]
@@ -37,7 +46,7 @@ def unpack_bits(packed: Tensor, n: int) -> Tensor:
     """[ceil(n / 8)] uint8 -> [n] bool."""
     if packed.numel() != num_bytes(n):
         raise ValueError(f"{packed.numel()} bytes cannot hold exactly {n} bits")
-    bits = (packed.reshape(-1, 1) & _WEIGHTS.to(packed.device)) != 0
+    bits = (packed.reshape(-1, 1) & _weights(packed.device)) != 0
     return bits.reshape(-1)[:n]
 
 
@@ -46,7 +55,7 @@ def bits_of_indices(indices: Tensor, n: int) -> Tensor:
     packed = torch.zeros(num_bytes(n), dtype=torch.uint8, device=indices.device)
     indices = indices.long()
     # Distinct entries set distinct bits, so adding the bit values is the same as OR-ing them.
-    packed.index_add_(0, indices >> 3, (_WEIGHTS.to(indices.device)[indices & 7]))
+    packed.index_add_(0, indices >> 3, (_weights(indices.device)[indices & 7]))
     return packed
 
 
@@ -54,4 +63,4 @@ def bits_at(packed: Tensor, indices: Tensor) -> Tensor:
     """Whether each entry is set: [R] bool, O(R)."""
     indices = indices.to(packed.device).long()
     # index_select, not packed[...]: advanced indexing costs 3-4x as much on the CPU (one thread).
-    return (packed.index_select(0, indices >> 3) & _WEIGHTS.to(packed.device).index_select(0, indices & 7)) != 0
+    return (packed.index_select(0, indices >> 3) & _weights(packed.device).index_select(0, indices & 7)) != 0

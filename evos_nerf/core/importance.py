@@ -173,7 +173,7 @@ class ErrorMap:
         y = (fy * h).long().minimum(h.long() - 1)
         x = (fx * w).long().minimum(w.long() - 1)
         flat = self.offsets[local] + y * self.widths[local] + x
-        return replace_invalid(self.store, flat.to(self.store.fitness.device), generator)
+        return replace_invalid(self.store, flat, generator)  # on the host, like every draw
 
     # -- state ----------------------------------------------------------------------------------
     def state_dict(self) -> Dict[str, Any]:

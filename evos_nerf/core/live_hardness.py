@@ -38,9 +38,9 @@ class LiveHardness:
         if self.sums.device != errors.device:  # kept beside the errors: no host read per step on a GPU
             self.sums = self.sums.to(errors.device)
         errors = errors.detach().double()
-        # A pool kept on the GPU with host errors, or back. Blocking: a non-blocking copy to the host
-        # could be read below before it lands.
-        in_pool = in_pool.to(errors.device)
+        # Host membership (host draws) with GPU errors, or back. Non-blocking only toward the GPU: a
+        # non-blocking copy to the host could be read below before it lands.
+        in_pool = in_pool.to(errors.device, non_blocking=errors.device.type != "cpu")
         finite = torch.isfinite(errors)
         inside, outside = finite & in_pool, finite & ~in_pool
         zero = errors.new_zeros(())

@@ -162,6 +162,11 @@ class CandidatePool:
     Membership is one bit per pixel (``bits``, 1/8 byte a pixel): members are drawn uniformly by
     rejection from the bits, O(batch / share) per step, and a pool restored from its bits is
     identical. Sparse pools (under ``SPARSE_SHARE``) also keep their members in ascending order.
+
+    Draws are made where the selector's generator is, the host, so that a GPU run draws what a CPU
+    run draws. On a GPU store the pool therefore keeps a host copy of its bits (and members), made
+    once per key iteration, and a step's draw never goes to the device and back: its rays reach the
+    device once, with the write-back (``FitnessStore.update``).
     """
 
     def __init__(self, store: FitnessStore, pool: Tensor) -> None:
@@ -185,6 +190,12 @@ class CandidatePool:
         self.sparse_members: Optional[Tensor] = members.to(dtype) if sparse else None
         """Members in ascending order, for sparse pools only."""
         self.num_excluded = self.size + (store.num_pixels - store.num_valid)
+        self._host_bits = self.bits.cpu()
+        self._host_members = None if self.sparse_members is None else self.sparse_members.cpu()
+        """Host copies for host draws (the same tensors on a CPU store)."""
+
+    def _bits_for(self, flat: Tensor) -> Tensor:
+        return self._host_bits if flat.device.type == "cpu" else self.bits
 
     @property
     def num_unselected(self) -> int:
@@ -192,18 +203,19 @@ class CandidatePool:
         return self.store.num_pixels - self.num_excluded
 
     def _outside(self, flat: Tensor) -> Tensor:
-        return ~bits_at(self.bits, flat)
+        return ~bits_at(self._bits_for(flat), flat)
 
     def excluded_at(self, flat: Tensor) -> Tensor:
-        """Whether mutation may not draw each pixel (a pool member or masked out): O(R)."""
-        flat = flat.to(self.bits.device).long()
-        return bits_at(self.bits, flat) | self.store.invalid_at(flat)
+        """Whether mutation may not draw each pixel (a pool member or masked out): O(R), on ``flat``'s device."""
+        flat = flat.long()
+        return bits_at(self._bits_for(flat), flat) | self.store.invalid_at(flat)
 
     def sample(self, count: int, generator: torch.Generator) -> Tensor:
         """``count`` distinct members, uniformly (all of them when there are fewer). O(count / share)."""
-        device = self.store.fitness.device
-        if self.sparse_members is not None:
-            return self.sparse_members.index_select(0, mutate(self.size, count, None, generator, device)).long()
+        device = generator.device
+        if self._host_members is not None:
+            members = self._host_members if device.type == "cpu" else self.sparse_members
+            return members.index_select(0, mutate(self.size, count, None, generator, device)).long()
         return mutate(self.store.num_pixels, count, self._outside, generator, device, self.store.num_pixels - self.size)
 
     def sample_by(self, count: int, importance: Importance, candidates: int, generator: torch.Generator) -> Tensor:
@@ -216,7 +228,7 @@ class CandidatePool:
         distribution over the pool would cost O(pool) per step). All-zero importance draws uniformly.
         """
         if count <= 0:
-            return torch.empty(0, dtype=torch.long, device=self.store.fitness.device)
+            return torch.empty(0, dtype=torch.long, device=generator.device)
         pool = self.sample(max(1, int(candidates)) * count, generator)
         weights = importance(pool).double().clamp_min(0).to(generator.device)
         total = float(weights.sum())
@@ -240,7 +252,7 @@ class CandidatePool:
         num_mutants = min(max(int(num_mutants), 0), batch_size)
         num_selected = min(batch_size - num_mutants, self.size)
         num_mutants = batch_size - num_selected
-        device = self.store.fitness.device
+        device = generator.device
         if importance is None:
             selected = self.sample(num_selected, generator)
         else:
@@ -257,13 +269,13 @@ class CandidatePool:
         """
         if budget <= 0 or self.size == 0:
             return torch.empty(0, dtype=torch.long, device=self.store.fitness.device)
-        candidates = self.sample(STALEST_SAMPLE * budget, generator)
+        candidates = self.sample(STALEST_SAMPLE * budget, generator).to(self.store.fitness.device)
         age = self.store.current_epoch - self.store.epoch[candidates].int()
         return torch.sort(candidates[top_k_mask(age, budget, generator=generator)]).values
 
     def contains(self, flat: Tensor) -> Tensor:
-        """Whether each flat index is a pool member."""
-        return bits_at(self.bits, flat)
+        """Whether each flat index is a pool member (on ``flat``'s device)."""
+        return bits_at(self._bits_for(flat), flat)
 
     def members(self) -> Tensor:
         """All members in ascending order (O(P) unless sparse: inspection and tests)."""

@@ -258,7 +258,8 @@ class Selection:
     """One step's rays."""
 
     flat: Tensor
-    """Flat pixel indices into the store (local to this rank's shard)."""
+    """Flat pixel indices into the store (local to this rank's shard). On the generator's device
+    (the host) for every strategy but softmining, whose draw runs on the store's device."""
     weights: Optional[Tensor]
     """Per-ray loss weights, or None for an unweighted mean."""
     num_mutants: int
@@ -356,8 +357,6 @@ class RaySelector(nn.Module):
         ``selection_seconds``; with it the timers hold the sampler's own work, at the price of the
         overlap between host and GPU inside the timed calls. No effect on a CPU store."""
         self.last_selection: Optional[Selection] = None
-        self.skipped_errors = 0
-        """Non-finite per-ray errors left out of the store (all steps)."""
         self.errormap = ErrorMap(store, batch_size, config.errormap_uniform, config.errormap_window) \
             if config.strategy == "errormap" else None
         self.softmining = SoftMining(store, config.softmining_alpha, config.softmining_uniform, config.softmining_warmup) \
@@ -493,14 +492,12 @@ class RaySelector(nn.Module):
                 stale = self.pool.stalest(budget, self.generator) if self.pool is not None else None
                 if stale is not None and stale.numel():
                     errors = measure(store.unflatten(stale).cpu())
-                    self.skipped_errors += store.update(stale, errors, trained=False)
+                    store.update(stale, errors, trained=False)
                 if c.fitness == "learnable":
                     # Probes: uniform over all valid pixels, the unbiased sample the floors are fitted on.
                     probes = store.sample_uniform(budget, self.generator)
                     errors = measure(store.unflatten(probes).cpu())
-                    self.skipped_errors += store.update(
-                        probes, errors, trained=False, uniform=torch.ones_like(probes, dtype=torch.bool)
-                    )
+                    store.update(probes, errors, trained=False, uniform=torch.ones_like(probes, dtype=torch.bool))
         with self._timed("selection_seconds"):
             pool_size, _ = self.counts(step, store.num_valid)
             evidence = self.crossview.take(self.comm.all_reduce_sum) if self.crossview is not None else None
@@ -594,7 +591,8 @@ class RaySelector(nn.Module):
         self, flat: Tensor, errors: Tensor, step: int, trained: bool = True, uniform: Optional[Tensor] = None,
         points: Optional[Tensor] = None,
     ) -> int:
-        """Write back per-ray errors (NaN/inf skipped). Returns how many were skipped.
+        """Write back per-ray errors (NaN/inf skipped). Returns how many were skipped (a 0-dim tensor
+        on the store's device: reading it waits for the GPU, so the training loop does not).
 
         ``uniform``: the selection's uniform-draw flags (``Selection.uniform``), which the
         learnable-error fitness needs; None counts no ray as uniformly drawn. ``points``: [R, 3] world
@@ -607,8 +605,12 @@ class RaySelector(nn.Module):
                 self.crossview.add(points, errors, self.store.camera_of(flat))
             if self.live is not None and self.pool is not None and trained:
                 self.live.add(self.pool.contains(flat), errors)
-        self.skipped_errors += skipped
         return skipped
+
+    @property
+    def skipped_errors(self) -> int:
+        """Non-finite per-ray errors left out of the store (all steps; a host read on a GPU store)."""
+        return self.store.num_skipped
 
     # -- read-outs -------------------------------------------------------------------------------
     def _refresh_statistics(self) -> None:

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Callable, List, Literal, Optional, Sequence, T
 import torch
 from torch import Tensor, nn
 
+from evos_nerf.core.bits import bits_at, pack_bits
 from evos_nerf.core.contrast import ssim_sensitivity
 from evos_nerf.core.laplacian import laplacian_squared
 from evos_nerf.core.learnable import fit_floors, learnable_error
@@ -74,6 +75,23 @@ ImageSource = Union[Sequence[Tensor], Callable[[int], Tensor]]
 
 EPOCH_MAX = torch.iinfo(torch.int16).max
 VISITS_MAX = 255
+_TALLIES = ("num_measured", "measured_total", "epoch_sum", "epoch_count", "num_skipped")
+
+
+class _Tally:
+    """A running sum kept in the store's ``tallies`` buffer (on its device), read as a Python number."""
+
+    def __init__(self, cast: type) -> None:
+        self.cast = cast
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.index = _TALLIES.index(name)
+
+    def __get__(self, store: Optional["FitnessStore"], owner: Optional[type] = None):
+        return self if store is None else self.cast(store.tallies[self.index])
+
+    def __set__(self, store: "FitnessStore", value: float) -> None:
+        store.tallies[self.index] = float(value)
 _CHUNK = 1 << 20
 """Pixels per slice of whole-store passes: isnan on fp16 goes through fp32 on CPUs (4 bytes a pixel)."""
 
@@ -83,6 +101,16 @@ def _identity(t: Tensor) -> Tensor:
 
 
 class FitnessStore(nn.Module):
+    num_measured = _Tally(int)
+    """Pixels with a measured error."""
+    measured_total = _Tally(float)
+    """Sum of the stored errors of measured pixels, kept up to date by ``update`` (statistics)."""
+    epoch_sum = _Tally(float)
+    epoch_count = _Tally(int)
+    """This shard's training errors of the current epoch so far (closed by ``close_epoch``)."""
+    num_skipped = _Tally(int)
+    """Non-finite errors ``update`` has left out, over the store's life."""
+
     def __init__(
         self,
         sizes: Sequence[Tuple[int, int]],
@@ -115,6 +143,11 @@ class FitnessStore(nn.Module):
         self.register_buffer("heights", heights, persistent=False)
         self.register_buffer("widths", widths, persistent=False)
         self.register_buffer("offsets", offsets, persistent=False)
+        self._host_geometry = (offsets, widths, self.cameras)
+        """Host copies of the geometry: flat indices drawn on the host are located there, with no
+        copy to the store's device and back."""
+        self._host_invalid: Optional[Tensor] = None
+        """Packed host bits of the masked pixels, made on first use by a host draw on a GPU store."""
         same = len({(int(h), int(w)) for h, w in sizes}) == 1
         self.image_size: Optional[int] = int(heights[0] * widths[0]) if same else None
         self.image_width: Optional[int] = int(widths[0]) if same else None
@@ -135,9 +168,9 @@ class FitnessStore(nn.Module):
         """Epoch stamped on new measurements; the selector advances it at every key iteration."""
         self.error_levels: List[float] = [math.nan]
         """Mean training error of each closed epoch over all shards (index = epoch; NaN = none)."""
-        self.epoch_sum = 0.0
-        self.epoch_count = 0
-        """This shard's training errors of the current epoch so far (closed by ``close_epoch``)."""
+        self.register_buffer("tallies", torch.zeros(len(_TALLIES), dtype=torch.float64), persistent=False)
+        """Running sums ``update`` adds to on the store's device (``_TALLIES``), read only when asked
+        for, so that a write-back never waits on the GPU. Whole numbers stay exact up to 2^53."""
         self.edge_scale = 1.0
         """1 / mean squared Laplacian over all valid pixels of all shards (edge prior has mean 1)."""
         self.smooth_scale: Optional[float] = None
@@ -145,9 +178,10 @@ class FitnessStore(nn.Module):
         self.images: Optional[Callable[[int], Tensor]] = None
         """Local image index -> its training image [H, W, 3] (the source of the edge prior)."""
         self.num_valid = self.num_pixels
-        self.num_measured = 0
-        self.measured_total = 0.0
-        """Sum of the stored errors of measured pixels, kept up to date by ``update`` (statistics)."""
+
+    def _apply(self, fn, recurse=True):
+        self._host_invalid = None  # rebuilt from the moved fitness on first use
+        return super()._apply(fn, recurse)
 
     # -- indexing ----------------------------------------------------------------------------
     @property
@@ -173,27 +207,37 @@ class FitnessStore(nn.Module):
         local = self._local(camera)
         return self.offsets[local] + y.to(local.device).long() * self.widths[local] + x.to(local.device).long()
 
+    @property
+    def on_host(self) -> bool:
+        """Whether the per-pixel buffers are in host memory (host draws then read them directly)."""
+        return self.fitness.device.type == "cpu"
+
+    def _geometry(self, flat: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        """(offsets, widths, cameras) where ``flat`` is: host draws are located on the host."""
+        return self._host_geometry if flat.device.type == "cpu" else (self.offsets, self.widths, self.cameras)
+
     def _local_of_flat(self, flat: Tensor) -> Tensor:
-        """Flat indices -> [R] long local image (what ``locate`` and ``camera_of`` share)."""
-        flat = flat.to(self.offsets.device).long()
+        """Flat indices -> [R] long local image (what ``locate`` and ``camera_of`` share), on ``flat``'s device."""
+        flat = flat.long()
         if self.image_size is not None:  # one size for all: a division (searchsorted is slow on CPU)
             return flat // self.image_size
-        return torch.searchsorted(self.offsets, flat, right=True) - 1
+        return torch.searchsorted(self._geometry(flat)[0], flat, right=True) - 1
 
     def locate(self, flat: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
-        """Flat indices -> (local image, y, x), each [R] long."""
-        flat = flat.to(self.offsets.device).long()
+        """Flat indices -> (local image, y, x), each [R] long, on ``flat``'s device."""
+        flat = flat.long()
         local = self._local_of_flat(flat)
         if self.image_size is not None:
             rem = flat - local * self.image_size
             return local, rem // self.image_width, rem % self.image_width
-        rem = flat - self.offsets.index_select(0, local)
-        width = self.widths.index_select(0, local)
+        offsets, widths, _ = self._geometry(flat)
+        rem = flat - offsets.index_select(0, local)
+        width = widths.index_select(0, local)
         return local, rem // width, rem % width
 
     def camera_of(self, flat: Tensor) -> Tensor:
         """Flat indices -> [R] long absolute camera (without the pixel position ``unflatten`` adds)."""
-        return self.cameras.index_select(0, self._local_of_flat(flat))
+        return self._geometry(flat)[2].index_select(0, self._local_of_flat(flat))
 
     def unflatten(self, flat: Tensor) -> Tensor:
         """Flat indices -> [R, 3] long (absolute camera, y, x)."""
@@ -233,10 +277,19 @@ class FitnessStore(nn.Module):
 
     def invalid_at(self, flat: Tensor) -> Tensor:
         """Whether each given pixel is masked out: O(R)."""
+        if flat.device.type == "cpu" and not self.on_host:  # a host draw on a GPU store
+            return bits_at(self._host_invalid_bits(), flat)
         return torch.isnan(self.fitness.index_select(0, flat.to(self.fitness.device).long()))
+
+    def _host_invalid_bits(self) -> Tensor:
+        if self._host_invalid is None:  # one O(P / 8) copy, then every host draw tests masks on the host
+            chunks = [pack_bits(torch.isnan(self.fitness[s : s + _CHUNK])).cpu() for s in range(0, self.num_pixels, _CHUNK)]
+            self._host_invalid = torch.cat(chunks)
+        return self._host_invalid
 
     def refresh_counts(self) -> None:
         """Recount valid and measured pixels and their total (after fitness or epochs were loaded wholesale)."""
+        self._host_invalid = None
         chunks = [self.fitness[s : s + _CHUNK] for s in range(0, self.num_pixels, _CHUNK)]
         self.num_valid = self.num_pixels - sum(int(torch.isnan(c).sum()) for c in chunks)
         self.num_measured = int(torch.count_nonzero(self.epoch))
@@ -317,49 +370,72 @@ class FitnessStore(nn.Module):
         return torch.cat([self.edges(i) for i in range(self.num_images)])
 
     # -- feedback ------------------------------------------------------------------------------
-    def update(self, flat: Tensor, error: Tensor, trained: bool = True, uniform: Optional[Tensor] = None) -> int:
+    def update(self, flat: Tensor, error: Tensor, trained: bool = True, uniform: Optional[Tensor] = None) -> Tensor:
         """Write measured errors back, stamped with the current epoch. Returns how many were skipped.
 
         Non-finite errors are skipped, and masked pixels stay masked. ``trained`` counts the rays
         toward the epoch's error level and the visit counts; re-measurements at key iterations are
         not trained. ``uniform`` [R] bool marks rays drawn uniformly (None: none of them were).
+
+        Which pixel each ray writes is worked out where the rays were drawn (the host) and goes to
+        the store's device in one copy; the count skipped (a 0-dim tensor) and the running sums
+        stay on the device. So on a GPU a write-back waits for nothing (each host read would wait
+        for the step's queued forward pass, and hold back the launch of its backward pass).
         """
-        flat = flat.to(self.fitness.device).long()
-        error = error.detach().reshape(-1).to(self.fitness.device).float()
-        finite = torch.isfinite(error)
-        num_finite = finite.sum()
-        keep = finite & ~torch.isnan(self.fitness.index_select(0, flat))
+        device = self.fitness.device
+        error = error.detach().reshape(-1).to(device).float()
+        host = flat.long().cpu()  # host draws stay put; device indices (re-measurements) are read once
+        if host.numel() != error.numel():
+            raise ValueError(f"{error.numel()} errors for {host.numel()} rays")
         if uniform is not None:
-            uniform = uniform.to(self.fitness.device).reshape(-1).bool()
-            if uniform.numel() != flat.numel():
-                raise ValueError(f"{uniform.numel()} uniform-draw flags for {flat.numel()} rays")
-        if not bool(keep.all()):
-            flat, error = flat.masked_select(keep), error.masked_select(keep)
-            uniform = uniform.masked_select(keep) if uniform is not None else None
-        if self.uniform is not None and uniform is not None and bool(uniform.any()):
-            self._add_uniform(flat[uniform], error[uniform])
-        if not flat.numel():
-            return int(finite.numel() - num_finite)
-        pixels, last, counts = _last_writes(flat)
+            uniform = uniform.reshape(-1).bool().cpu()
+            if uniform.numel() != host.numel():
+                raise ValueError(f"{uniform.numel()} uniform-draw flags for {host.numel()} rays")
+        track_uniform = self.uniform is not None and uniform is not None and bool(uniform.any())
+        pixels, order, group = _last_writes(host)
+        parts = [order, group, (~self.invalid_at(host)).long(), pixels]
+        if track_uniform:
+            parts += [uniform.long(), self._local_of_flat(host)]
+        on_device = torch.cat(parts).to(device, non_blocking=True).split([p.numel() for p in parts])
+        return self._write(error, *on_device, trained=trained)
+
+    def _write(
+        self, error: Tensor, order: Tensor, group: Tensor, valid: Tensor, pixels: Tensor,
+        uniform: Optional[Tensor] = None, local: Optional[Tensor] = None, trained: bool = True,
+    ) -> Tensor:
+        """``update``'s device half: fixed-size ops only (no count, mask or value read back)."""
+        device, num_rays, valid = error.device, error.numel(), valid.bool()
+        finite = torch.isfinite(error)
+        keep = finite & valid
+        kept_sorted = keep.index_select(0, order)
+        # The last kept ray of each pixel, in the order the rays were given (the sort is stable).
+        position = torch.where(kept_sorted, torch.arange(num_rays, device=device), -1)
+        last = torch.full_like(pixels, -1).scatter_reduce_(0, group, position, "amax")
+        written = last >= 0
+        source = order.index_select(0, last.clamp(min=0))
         if trained and self.visits is not None:
+            counts = torch.zeros_like(pixels, dtype=torch.int32).scatter_add_(0, group, kept_sorted.int())
             seen = self.visits.index_select(0, pixels).int() + counts
             self.visits.index_copy_(0, pixels, seen.clamp_(max=VISITS_MAX).to(torch.uint8))
-        fresh = (self.epoch.index_select(0, pixels) == 0).sum()
-        # A pixel drawn twice in a batch keeps its last error (the order the rays were given in).
+        if uniform is not None:
+            chosen = keep & uniform.bool()
+            self._add_uniform(local, torch.where(chosen, error, 0.0), chosen)
+        old = self.fitness.index_select(0, pixels)
+        old_epoch = self.epoch.index_select(0, pixels)
         fmax = torch.finfo(self.fitness.dtype).max
-        values = error.index_select(0, last).clamp(0.0, fmax).to(self.fitness.dtype)
-        before = self.fitness.index_select(0, pixels).sum(dtype=torch.float64)
+        values = torch.where(written, error.index_select(0, source).clamp(0.0, fmax).to(self.fitness.dtype), old)
         self.fitness.index_copy_(0, pixels, values)
-        self.epoch.index_fill_(0, pixels, self.current_epoch)
-        # Every read-out in one device-to-host copy (one wait when the store is on a GPU).
-        totals = torch.stack([num_finite.double(), fresh.double(), values.sum(dtype=torch.float64) - before,
-                              error.sum(dtype=torch.float64)]).tolist()
-        self.num_measured += int(totals[1])
-        self.measured_total += totals[2]
-        if trained:
-            self.epoch_sum += totals[3]
-            self.epoch_count += int(error.numel())
-        return int(finite.numel() - totals[0])
+        self.epoch.index_copy_(0, pixels, torch.where(written, self.current_epoch, old_epoch))
+        skipped = num_rays - finite.sum()
+        zero = self.tallies.new_zeros(())
+        self.tallies += torch.stack([
+            (written & (old_epoch == 0)).sum().double(),
+            torch.where(written, values, 0).sum(dtype=torch.float64) - torch.where(written, old, 0).sum(dtype=torch.float64),
+            torch.where(keep, error, 0.0).sum(dtype=torch.float64) if trained else zero,
+            keep.sum().double() if trained else zero,
+            skipped.double(),
+        ])
+        return skipped
 
     def _grow_uniform(self, epochs: int) -> None:
         have = self.uniform.shape[2]
@@ -375,10 +451,10 @@ class FitnessStore(nn.Module):
             self._grow_uniform(saved.shape[1])
             self.uniform[local, :, : saved.shape[1]] = saved.to(self.uniform)
 
-    def _add_uniform(self, flat: Tensor, error: Tensor) -> None:
+    def _add_uniform(self, local: Tensor, error: Tensor, chosen: Tensor) -> None:
+        """Add the ``chosen`` rays (their images ``local``) to this epoch's uniform-draw sums."""
         self._grow_uniform(self.current_epoch + 1)
-        local = self._local_of_flat(flat)
-        self.uniform[:, 0, self.current_epoch].index_add_(0, local, torch.ones_like(error, dtype=self.uniform.dtype))
+        self.uniform[:, 0, self.current_epoch].index_add_(0, local, chosen.to(self.uniform.dtype))
         self.uniform[:, 1, self.current_epoch].index_add_(0, local, error.to(self.uniform.dtype))
 
     def uniform_level_ratios(self, reduce_sum: ReduceSum = _identity) -> Tensor:
@@ -533,10 +609,12 @@ class FitnessStore(nn.Module):
 
     # -- per-step selection ----------------------------------------------------------------------
     def sample_uniform(self, batch_size: int, generator: torch.Generator) -> Tensor:
-        """Uniform over valid pixels: the uniform baseline, a paused selector, or before any ranking. O(batch)."""
+        """Uniform over valid pixels: the uniform baseline, a paused selector, or before any ranking. O(batch).
+
+        On the generator's device (the host), like every draw: see ``CandidatePool``."""
         num_invalid = self.num_pixels - self.num_valid
         excluded = self.invalid_at if num_invalid else None
-        idx = mutate(self.num_pixels, batch_size, excluded, generator, self.fitness.device, num_invalid)
+        idx = mutate(self.num_pixels, batch_size, excluded, generator, generator.device, num_invalid)
         return fill(idx, batch_size, generator)
 
     # -- state ---------------------------------------------------------------------------------
@@ -574,16 +652,16 @@ def pixel_offsets(counts: Tensor) -> Tensor:
 
 
 def _last_writes(flat: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
-    """(distinct pixels ascending, the position of each one's last occurrence in ``flat``, its count).
+    """(distinct pixels ascending, the stable sort's order of the rays, each sorted ray's pixel's position).
 
     One stable sort: the writes then touch the store in ascending order (cache-friendly) with
-    distinct indices, which ``index_copy_`` needs to be deterministic."""
+    distinct indices, which ``index_copy_`` needs to be deterministic, and a pixel's rays keep the
+    order they were given in, so its last ray is its last position."""
     ordered, order = torch.sort(flat, stable=True)
     is_last = torch.ones_like(ordered, dtype=torch.bool)
     torch.ne(ordered[1:], ordered[:-1], out=is_last[:-1])
-    ends = is_last.nonzero().squeeze(1)
-    counts = torch.diff(ends, prepend=ends.new_full((1,), -1))
-    return ordered.index_select(0, ends), order.index_select(0, ends), counts
+    group = torch.cumsum(is_last, 0) - is_last.long()
+    return ordered.masked_select(is_last), order, group
 
 
 def fill(idx: Tensor, batch_size: int, generator: torch.Generator) -> Tensor:
