@@ -41,7 +41,8 @@ class EvosPipelineConfig(VanillaPipelineConfig):
 def check_finite_losses(loss_dict: Dict[str, Tensor], step: int) -> None:
     """Stop before a NaN or infinite loss reaches the weights (and, through them, a checkpoint).
 
-    One small device-to-host copy per step; the selector's write-back already syncs every step.
+    One small device-to-host copy per step, paid by every strategy alike: on a GPU the only host
+    read of the step's sampling and loss (the selector's draw and write-back make none).
     """
     values = torch.stack([v.detach().float().sum() for v in loss_dict.values()])
     if bool(torch.isfinite(values).all()):
