@@ -139,10 +139,10 @@ def measure(label: str, args: Args) -> Dict:
     per_step = []
     for step in range(key_steps[-1] + 1, key_steps[-1] + 1 + args.steps):
         start = time.perf_counter()
-        _train_step(selector, gen, step)
+        _train_step(selector, step)
         per_step.append(time.perf_counter() - start)
     if args.profile:
-        _profile_steps(selector, gen, key_steps[-1] + 1 + args.steps, args, f"{device.type}_{label.replace('/', 'of')}")
+        _profile_steps(selector, key_steps[-1] + 1 + args.steps, args, f"{device.type}_{label.replace('/', 'of')}")
     last = timings[-1]
     return {
         "label": label,
@@ -164,14 +164,15 @@ def measure(label: str, args: Args) -> Dict:
     }
 
 
-def _train_step(selector, gen: torch.Generator, step: int) -> None:
+def _train_step(selector, step: int) -> None:
     """One step's sampler work as training does it, with random errors for the selected rays."""
     selector.maybe_evolve(step)
     sel = selector.select()
-    selector.observe(sel.flat, torch.rand(sel.flat.numel(), generator=gen), step)
+    # Errors made on the store's device, as a model's are: host errors would add a copy a step.
+    selector.observe(sel.flat, torch.rand(sel.flat.numel(), device=selector.store.fitness.device), step)
 
 
-def _profile_steps(selector, gen: torch.Generator, first: int, args: Args, name: str) -> None:
+def _profile_steps(selector, first: int, args: Args, name: str) -> None:
     from torch.profiler import ProfilerActivity, profile
 
     from evos_nerf.io import write_text
@@ -179,7 +180,7 @@ def _profile_steps(selector, gen: torch.Generator, first: int, args: Args, name:
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if selector._store_on_cuda() else [])
     with profile(activities=activities) as prof:
         for step in range(first, first + args.profile):
-            _train_step(selector, gen, step)
+            _train_step(selector, step)
     table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=40)
     write_text(args.out / f"store_{name}_profile.txt", f"{args.profile} steps of select + observe\n\n{table}\n")
 

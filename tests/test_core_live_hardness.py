@@ -40,8 +40,9 @@ def test_the_hardness_is_agreed_over_ranks_through_the_reduction():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("pool_device, error_device", [("cuda", "cpu"), ("cpu", "cuda")])
 def test_pool_bits_and_errors_may_live_on_different_devices(pool_device, error_device):
-    """A fitness store kept on the GPU gets a host batch's errors (scripts/bench_store.py does this):
-    on an H100 this raised a device mismatch before the membership was moved to the errors."""
+    """Host draws give host membership beside a GPU model's errors (every EVOS step on a GPU), and
+    the reverse can happen too: on an H100 this raised a device mismatch before the membership was
+    moved to the errors."""
     live = LiveHardness()
     live.add(torch.tensor([True, False], device=pool_device), torch.tensor([2.0, 1.0], device=error_device))
     assert live.take(lambda t: t) == pytest.approx(2.0)

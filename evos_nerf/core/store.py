@@ -383,7 +383,8 @@ class FitnessStore(nn.Module):
         for the step's queued forward pass, and hold back the launch of its backward pass).
         """
         device = self.fitness.device
-        error = error.detach().reshape(-1).to(device).float()
+        # Host errors to a GPU store without a wait (safe: the copy is staged before this returns).
+        error = error.detach().reshape(-1).to(device, non_blocking=device.type != "cpu").float()
         host = flat.long().cpu()  # host draws stay put; device indices (re-measurements) are read once
         if host.numel() != error.numel():
             raise ValueError(f"{error.numel()} errors for {host.numel()} rays")
