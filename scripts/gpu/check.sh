@@ -11,7 +11,8 @@
 #   3b. the fitness store's per-step select + observe on the GPU and on its host, without a model,
 #      then 30 more steps under torch.profiler (scripts/bench_store.py, half a minute each): on
 #      2026-12-04 a CUDA store took 2.9 ms a step against 1.9 ms on the host, so the op table says
-#      which launches and host reads to cut;
+#      which launches and host reads to cut; then the CUDA store again with the package before the
+#      per-step path stopped reading back (908f8ed, from prepare.sh): before and after on one card;
 #   4. the GPU benchmark preset (`--preset real_gpu`: full nerfacto, full-size images, 4096 rays),
 #      uniform against evos:step in lock-step on each scene:seed[:stream] of BENCH_RUNS, BENCH_STEPS steps each (1200: fox
 #      plateaus there; at 2000 fox got no time on 2026-12-04),
@@ -102,6 +103,11 @@ for device in cuda cpu; do
   step "store_$device" 60 python3 scripts/bench_store.py --device "$device" --sizes 1e7 --steps 200 --profile 30 \
     --out "$LOGS/store" && grep '^| 1.00e+07' "$LOGS/store/store_$device.md" | sed "s/^/    $device: /" | tee -a "$SUMMARY"
 done
+if [ -d .gpu-data/before/evos_nerf ]; then
+  step store_cuda_before 60 env PYTHONPATH="$PWD/.gpu-data/before:$PYTHONPATH" python3 scripts/bench_store.py --device cuda \
+    --sizes 1e7 --steps 200 --out "$LOGS/store_before" \
+    && grep '^| 1.00e+07' "$LOGS/store_before/store_cuda.md" | sed "s/^/    cuda, before: /" | tee -a "$SUMMARY"
+fi
 
 # 4. The GPU preset, uniform against evos:step, while time is left (each scene one part).
 for run in $BENCH_RUNS; do

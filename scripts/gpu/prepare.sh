@@ -24,6 +24,10 @@ for scene in fern fox; do
   fi
   cp -r "$SHARED/$scene" .gpu-data/
 done
+# The package as it was before the per-step path stopped reading back from the GPU, so that
+# check.sh times before and after on the same card (README, "The per-step path without host reads").
+BEFORE=${BEFORE:-908f8ed}
+mkdir -p .gpu-data/before && git archive "$BEFORE" evos_nerf | tar -x -C .gpu-data/before
 du -sh .whl .gpu-data
 # The device call carries the tracked and untracked-not-ignored files with these two folders, 64 MiB at most.
 tree=$( (git ls-files -z; git ls-files -z -o --exclude-standard) | du -cb --files0-from=- | tail -n 1 | cut -f1)
