@@ -75,6 +75,8 @@ ImageSource = Union[Sequence[Tensor], Callable[[int], Tensor]]
 
 EPOCH_MAX = torch.iinfo(torch.int16).max
 VISITS_MAX = 255
+_CHUNK = 1 << 20
+"""Pixels per slice of whole-store passes: isnan on fp16 goes through fp32 on CPUs (4 bytes a pixel)."""
 _TALLIES = ("num_measured", "measured_total", "epoch_sum", "epoch_count", "num_skipped")
 
 
@@ -92,8 +94,6 @@ class _Tally:
 
     def __set__(self, store: "FitnessStore", value: float) -> None:
         store.tallies[self.index] = float(value)
-_CHUNK = 1 << 20
-"""Pixels per slice of whole-store passes: isnan on fp16 goes through fp32 on CPUs (4 bytes a pixel)."""
 
 
 def _identity(t: Tensor) -> Tensor:
