@@ -60,6 +60,12 @@ class Args:
     4096; the CPU preset's 512 trains most pixels at most once, which starves per-pixel fitness)."""
     scenes: Optional[List[str]] = None
     """Subset of the preset's scenes."""
+    captures: Optional[List[Path]] = None
+    """Benchmark on these folders instead of the preset's scenes, e.g. a capture of your own: each in
+    nerfstudio-data format (``transforms.json``; every 8th frame held out, as for fox and fern, and
+    its ``images_2/`` read when it has one, as the preset reads theirs) or blender format
+    (``transforms_train.json``). Named by the folder and scored on every held-out view
+    (``--test-images`` limits that)."""
     strategies: Optional[List[str]] = None
     seeds: Optional[List[int]] = None
     evals: Optional[int] = None
@@ -83,7 +89,8 @@ class Args:
     """Torch threads per process. Part of a result's identity: the same run on 2 threads rounds
     differently from 1 (every reported group ran on 1; two groups share this 2-core machine)."""
     name: Optional[str] = None
-    """Output file stem (default ``nerf_<preset>``); use it for partial runs of a preset."""
+    """Output file stem (default ``nerf_<preset>``, plus the folders' names with ``--captures``); use
+    it for partial runs of a preset."""
     merge: Optional[List[Path]] = None
     """Train nothing: combine the runs of these result JSONs (partial runs of one preset and
     budget, e.g. one scene or seed per process) into one report under ``--name``."""
@@ -232,6 +239,49 @@ def strategy_overrides(name: str, cfg) -> None:
             known = ", ".join([*VARIANTS, *(f"{k}=X" for k in NUMERIC_VARIANTS)])
             raise ValueError(f"unknown strategy variant {variant!r} (known: {known})")
     sampler.validate()
+
+
+def capture_specs(paths: List[Path]) -> List[Dict[str, Any]]:
+    """Scene specs, as a preset's, for ``--captures``: the format read off the folder's transforms
+    file, half-size images where the capture has them. Refused before anything trains."""
+    specs: Dict[str, Dict[str, Any]] = {}
+    for path in paths:
+        path = path.expanduser().resolve()
+        if not path.is_dir():
+            raise SystemExit(f"--captures {path}: not a folder")
+        if (path / "transforms.json").is_file():
+            spec = {"format": "nerfstudio", "downscale": 2 if (path / "images_2").is_dir() else 1}
+        elif (path / "transforms_train.json").is_file():
+            spec = {"format": "blender"}
+        else:
+            raise SystemExit(f"--captures {path}: neither transforms.json (nerfstudio-data) "
+                             "nor transforms_train.json (blender) is there")
+        if path.name in specs:
+            raise SystemExit(f"--captures {path}: a second capture named {path.name} "
+                             f"(after {specs[path.name]['source']}); results are named by the folder")
+        specs[path.name] = {"name": path.name, "source": str(path), **spec}
+    return list(specs.values())
+
+
+def preset_scenes(preset: Dict[str, Any], args: Args) -> List[Dict[str, Any]]:
+    """The scenes to run: ``--captures``, else the preset's (``--scenes`` picks among them)."""
+    if args.captures:
+        if args.scenes:
+            raise SystemExit("--scenes picks among the preset's scenes; with --captures give only the folders to run")
+        return capture_specs(args.captures)
+    known = [spec["name"] for spec in preset["scenes"]]
+    unknown = sorted(set(args.scenes or []) - set(known))
+    if unknown:
+        raise SystemExit(f"--scenes {' '.join(unknown)}: not in preset {preset['name']} "
+                         f"(its scenes: {', '.join(known)}; --captures runs other folders)")
+    return [spec for spec in preset["scenes"] if not args.scenes or spec["name"] in args.scenes]
+
+
+def default_stem(preset: Dict[str, Any], args: Args) -> str:
+    """``nerf_<preset>``; a run on ``--captures`` adds their names, so it never writes over the
+    preset's own report (or its summary JSON)."""
+    captures = [spec["name"] for spec in capture_specs(args.captures)] if args.captures else []
+    return "_".join([f"nerf_{preset['name']}", *captures])
 
 
 def scene_path(spec: Dict[str, Any], args: Args) -> Optional[Path]:
@@ -459,10 +509,9 @@ def main(args: Args) -> None:
     strategies = args.strategies or preset["strategies"]
     seeds = args.seeds or preset["seeds"]
     runs: List[Run] = []
-    for spec in preset["scenes"]:
-        if args.scenes and spec["name"] not in args.scenes:
-            continue
-        spec = {**spec, "test_images": nerf_report.preset_test_images(preset, spec["name"])}
+    for spec in preset_scenes(preset, args):
+        if not args.captures:
+            spec = {**spec, "test_images": nerf_report.preset_test_images(preset, spec["name"])}
         scene = scene_path(spec, args)
         if scene is None:
             console.print(f"[yellow]skipping {spec['name']}: {args.shared / spec['source']} not found[/yellow]")
@@ -507,7 +556,7 @@ def write_results(runs: List[Run], preset: Dict[str, Any], budget: Budget, seeds
         runs = nerf_report.streams_as_seeds(runs)
         seeds = sorted({r.seed for r in runs}, key=nerf_report.seed_order)
     summary = nerf_report.summarise(runs)
-    stem = args.name or f"nerf_{preset['name']}"
+    stem = args.name or default_stem(preset, args)
     header = (f"# NeRF benchmark, preset `{preset['name']}`\n\n{budget.steps} steps x {budget.rays} rays, reduced nerfacto "
               f"(full={budget.full}, model overrides {budget.model or 'none'}, learning-rate decay to the budget: "
               f"{budget.decay_to_budget}), seeds {seeds}, torch {torch_versions}, {threads} thread(s) per process, host {hosts}. "

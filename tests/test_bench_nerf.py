@@ -10,6 +10,7 @@ from evos_nerf.core.neighbourhood import BlockPrior
 from evos_nerf.errors import UserInputError
 from evos_nerf.nerfstudio.presets import Budget
 from evos_nerf.scene import make_scene
+from nerf_helpers import as_nerfstudio_data
 from script_modules import load_script
 
 
@@ -314,3 +315,54 @@ def test_first_views_lets_runs_scored_on_every_view_join_parts_scored_on_the_fir
     with pytest.raises(SystemExit, match="--first-views re-reads a --merge's runs"):
         bench.main(bench.Args(first_views=3, out=tmp_path / "none"))
     assert not (tmp_path / "none").exists() and not (tmp_path / "refused").exists()
+
+
+def test_captures_are_named_by_their_folder_and_their_format_and_image_size_read_off_it(tmp_path):
+    bench = load_script("bench_nerf")
+    blender = make_scene(tmp_path / "synthetic", resolution=16, num_train=8, num_val=2, num_test=2)
+    capture = as_nerfstudio_data(blender, tmp_path / "phone")
+    halved = as_nerfstudio_data(blender, tmp_path / "halved")
+    (halved / "images_2").mkdir()
+    specs = bench.capture_specs([blender, capture, halved])
+    assert specs == [{"name": "synthetic", "source": str(blender), "format": "blender"},
+                     {"name": "phone", "source": str(capture), "format": "nerfstudio", "downscale": 1},
+                     {"name": "halved", "source": str(halved), "format": "nerfstudio", "downscale": 2}]
+    real = bench.load_preset("real")
+    args = bench.Args(captures=[capture], out=tmp_path / "out")
+    assert bench.default_stem(real, args) == "nerf_real_phone"  # never the preset's own nerf_real report
+    assert bench.preset_scenes(real, bench.Args(scenes=["fox"]))[0]["name"] == "fox"
+
+
+@pytest.mark.parametrize("flags, message", [
+    ({"captures": ["missing"]}, r"--captures .*missing: not a folder"),
+    ({"captures": ["empty"]}, r"--captures .*empty: neither transforms.json \(nerfstudio-data\) nor transforms_train.json"),
+    ({"captures": ["a/scene", "b/scene"]}, r"--captures .*b/scene: a second capture named scene \(after .*a/scene\)"),
+    ({"captures": ["a/scene"], "scenes": ["fox"]}, r"--scenes picks among the preset's scenes; with --captures"),
+    ({"scenes": ["fxo", "fern"]}, r"--scenes fxo: not in preset real \(its scenes: fern, fox, lego_100; --captures"),
+])
+def test_captures_and_scenes_the_benchmark_cannot_run_are_refused_before_anything_trains(tmp_path, flags, message):
+    bench = load_script("bench_nerf")
+    (tmp_path / "empty").mkdir()
+    for folder in ("a", "b"):
+        make_scene(tmp_path / folder / "scene", resolution=8, num_train=1, num_val=1, num_test=1)
+    if "captures" in flags:
+        flags = {**flags, "captures": [tmp_path / c for c in flags["captures"]]}
+    with pytest.raises(SystemExit, match=message):
+        bench.main(bench.Args(preset="real", **flags, work=tmp_path / "work", out=tmp_path / "out"))
+    assert not (tmp_path / "out").exists() and not (tmp_path / "work").exists()
+
+
+def test_a_capture_of_ones_own_is_benchmarked_on_every_held_out_view_under_its_own_name(tmp_path):
+    bench = load_script("bench_nerf")
+    scene = make_scene(tmp_path / "synthetic", resolution=16, num_train=8, num_val=2, num_test=2)
+    capture = as_nerfstudio_data(scene, tmp_path / "phone")  # 10 frames; 0 and 8 held out
+    out = tmp_path / "out"
+    bench.main(bench.Args(preset="real", captures=[capture], steps=2, rays=32, evals=1, seeds=[0],
+                          strategies=["uniform", "evos:step"], work=tmp_path / "work", out=out))
+    result = json.loads((out / "nerf_real_phone.json").read_text())
+    assert [(r["scene"], r["strategy"], r["test_images"]) for r in result["runs"]] == [
+        ("phone", "uniform", None), ("phone", "evos:step", None)]
+    assert all(len(r["history"][-1]["view_psnr"]) == 2 for r in result["runs"])
+    summary = json.loads((out / "nerf_real_phone_summary.json").read_text())
+    assert {(row["scene"], row["strategy"]) for row in summary} == {("phone", "uniform"), ("phone", "evos:step")}
+    assert not (out / "nerf_real.json").exists() and not (out / "nerf_real_summary.json").exists()

@@ -4,7 +4,6 @@ trains to "success" and never reaches a checkpoint."""
 
 import errno
 import json
-import math
 import os
 import re
 import shutil
@@ -15,7 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from nerf_helpers import ns, train_args
+from nerf_helpers import as_nerfstudio_data, ns, train_args
 from PIL import Image
 from torch import nn
 
@@ -49,21 +48,6 @@ def edit_json(path: Path, change) -> None:
 def truncate(path: Path, keep: float = 0.5) -> None:
     data = path.read_bytes()
     path.write_bytes(data[: int(len(data) * keep)])
-
-
-def as_nerfstudio_data(scene: Path, dest: Path) -> Path:
-    """The blender scene re-described as one nerfstudio-data capture (transforms.json, 10 frames)."""
-    shutil.copytree(scene, dest)
-    angle = json.loads((scene / "transforms_train.json").read_text())["camera_angle_x"]
-    frames = []
-    for split in ("train", "val"):
-        for frame in json.loads((scene / f"transforms_{split}.json").read_text())["frames"]:
-            frames.append({"file_path": frame["file_path"].replace("./", "") + ".png",
-                           "transform_matrix": frame["transform_matrix"]})
-    focal = 0.5 * 32 / math.tan(0.5 * angle)
-    intrinsics = {"fl_x": focal, "fl_y": focal, "cx": 16, "cy": 16, "w": 32, "h": 32}
-    (dest / "transforms.json").write_text(json.dumps({**intrinsics, "frames": frames}))
-    return dest
 
 
 def blender_parser(data: Path):

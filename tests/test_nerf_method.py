@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from nerf_helpers import ns, train_args
+from nerf_helpers import as_nerfstudio_data, ns, train_args
 from PIL import Image
 
 from evos_nerf.nerfstudio.evos_checkpoint import read_state
@@ -213,26 +213,9 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["nerfstudio_models"]  # no temporary left behind
 
 
-def _as_nerfstudio_data(scene: Path, dest: Path) -> Path:
-    """The blender scene re-described as nerfstudio-data (transforms.json with intrinsics)."""
-    shutil.copytree(scene, dest)
-    frames = []
-    meta = json.loads((scene / "transforms_train.json").read_text())
-    for split in ("train", "val"):
-        for frame in json.loads((scene / f"transforms_{split}.json").read_text())["frames"]:
-            frames.append({"file_path": frame["file_path"].replace("./", "") + ".png",
-                           "transform_matrix": frame["transform_matrix"]})
-    with Image.open(scene / "train" / "r_0.png") as img:
-        w, h = img.size
-    focal = 0.5 * w / float(torch.tan(torch.tensor(0.5 * meta["camera_angle_x"])))
-    (dest / "transforms.json").write_text(json.dumps(
-        {"fl_x": focal, "fl_y": focal, "cx": w / 2, "cy": h / 2, "w": w, "h": h, "frames": frames}))
-    return dest
-
-
 @pytest.mark.slow
 def test_nerfstudio_data_scene_trains_with_the_default_method(scene, tmp_path):
-    data = _as_nerfstudio_data(scene, tmp_path / "ns_scene")
+    data = as_nerfstudio_data(scene, tmp_path / "ns_scene")
     args = train_args(data, tmp_path / "out", 6)
     args[0] = "evos-nerf"
     out = ns("ns-train", args + ["nerfstudio-data", "--downscale-factor", "1"], tmp_path)
