@@ -44,6 +44,21 @@ def test_a_part_run_on_one_selection_stream_only_is_still_checked_against_unifor
     assert "it is not worse than uniform in PSNR or SSIM" in text
 
 
+def test_the_plateau_is_measured_only_with_an_evaluation_by_three_quarters_of_the_budget():
+    """One evaluation at the end (``--evals 1``) used to read as a rise of 0 dB: "converged: yes"."""
+    report = load_script("nerf_report")
+    curve = [{"step": s, "psnr": p} for s, p in ((400, 20.0), (800, 21.0), (1200, 21.3))]
+    assert report.plateau_rise(curve) == pytest.approx(0.225)  # 21.3 against 21.075, interpolated at step 900
+    assert report.plateau_rise(curve[-1:]) != report.plateau_rise(curve[-1:])  # nan: nothing to compare with
+    summary = {f"s|{r['strategy']}": r for r in (
+        {**_row("uniform", [1.0], 20.0, 0.50), "plateau_rise": [0.05, float("nan")]}, _row("evos:step", [0.6], 20.4, 0.51))}
+    text = "\n".join(report.checks(summary))
+    assert "uniform plateau: not measured (no evaluation by three quarters of the budget; give --evals 2 or more)" in text
+    assert "converged" not in text
+    assert report.plateau_of(summary["s|uniform"]) is None
+    assert report.plateau_of({"plateau_rise": [0.05, 0.12]}) == 0.12
+
+
 def test_the_plot_is_a_small_palette_png_that_keeps_each_strategy_s_colour(tmp_path):
     report = load_script("nerf_report")
     history = [{"step": s, "train_seconds": s / 10, "psnr": 20 + s / 100, "ssim": 0.5 + s / 1e4} for s in (100, 200, 300)]
