@@ -116,3 +116,18 @@ def test_the_write_back_reads_nothing_back_and_keeps_each_pixels_last_finite_err
     assert store.num_measured == 3 and store.epoch_count == 4
     assert store.epoch_sum == pytest.approx(0.1 + 0.2 + 0.3 + 0.5)
     assert store.uniform[:, 0, 1].tolist() == [4.0, 0.0]  # image 0's four kept rays; image 1's all dropped
+
+
+def test_soft_minings_draw_between_rebuilds_reads_nothing_back_and_caps_the_weights_at_mean_plus_std():
+    """Soft Mining draws on the store's device (its CDF is built there every 10 steps); the weight
+    cap was a float() of the batch's mean + std, a wait for the GPU at every step."""
+    selector = _selector(strategy="softmining", softmining_warmup=10)
+    _train(selector, 25)  # rebuilt at 0, 10, 20; the weight exponent at its full 0.8
+    with Ops() as seen:
+        selection = selector.select()
+    assert seen.names and not HOST_READS.intersection(seen.names), sorted(HOST_READS.intersection(seen.names))
+    soft = selector.softmining
+    raw = (soft.store.num_valid * soft.probability[selection.flat]).pow(-0.8)
+    cap = raw.mean() + raw.std()
+    assert bool((raw > cap).any())  # the cap bites in this batch
+    assert torch.equal(selection.weights, raw.clamp(max=float(cap)).float())

@@ -52,7 +52,8 @@ def mixture_weights(values: Tensor, uniform: float, valid: Optional[Tensor] = No
 
 def draw_from_cdf(cdf: Tensor, count: int, generator: torch.Generator) -> Tensor:
     """``count`` indices drawn with replacement from the distribution whose inclusive CDF is ``cdf``."""
-    u = torch.rand(count, generator=generator, device=generator.device, dtype=torch.float64).to(cdf.device)
+    u = torch.rand(count, generator=generator, device=generator.device, dtype=torch.float64)
+    u = u.to(cdf.device, non_blocking=True)  # to a GPU's CDF without waiting for its queued kernels
     return torch.searchsorted(cdf, u * cdf[-1], right=True).clamp_(max=cdf.numel() - 1)
 
 
@@ -232,10 +233,10 @@ class SoftMining:
         if self.cdf is None:
             return self.store.sample_uniform(batch_size, generator), None
         flat = draw_from_cdf(self.cdf, batch_size, generator)
-        num_valid = self.store.num_valid
-        weights = (num_valid * self.probability[flat]).pow(-self.exponent(step))
-        cap = float(weights.mean() + weights.std()) if weights.numel() > 1 else float("inf")
-        return flat.to(self.store.fitness.device), weights.clamp(max=cap).float()
+        weights = (self.store.num_valid * self.probability[flat]).pow(-self.exponent(step))
+        if weights.numel() > 1:  # the cap stays a tensor: on a GPU store the draw reads nothing back
+            weights = weights.clamp(max=weights.mean() + weights.std())
+        return flat.to(self.store.fitness.device), weights.float()
 
 
 def replace_invalid(store: FitnessStore, flat: Tensor, generator: torch.Generator) -> Tensor:
