@@ -26,12 +26,16 @@ from rich.progress import Progress
 from rich.table import Table
 
 from evos_nerf.core import EvolutionConfig
+from evos_nerf.errors import install_excepthook
 from evos_nerf.image.backbones import BackboneConfig
+from evos_nerf.image.cli import pick_device
+from evos_nerf.image.outputs import run_names
 from evos_nerf.image.signal import list_images, load_image
 from evos_nerf.image.trainer import FitResult, ImageFitter
 from evos_nerf.io import write_json, write_text
 
 ROOT = Path(__file__).resolve().parents[1]
+DIV2K = ROOT.parent / "shared" / "data" / "div2k_evos"
 console = Console()
 
 
@@ -41,14 +45,18 @@ class Args:
     """cpu: 2 cores in ~25 min; paper: Table 1 scale for a GPU; reference: the official code's CPU timing run."""
     paper: bool = False
     """Shorthand for --preset paper (16 images, 512x512, 5000 iterations, both schedulers)."""
-    data: Path = ROOT.parent / "shared" / "data" / "div2k_evos"
-    """Folder of DIV2K test images (the paper's 16 at 512x512)."""
+    data: Path = DIV2K
+    """Folder of images: the paper's 16 DIV2K test images at 512x512 by default. Any other folder
+    runs the same protocol on the first images of its sorted listing (as many as the preset takes),
+    each resized so its longer side is the preset's resolution, and writes
+    ``image_<preset>_<folder>.md`` / ``.json``: the DIV2K report is never written over."""
     out: Path = ROOT / "benchmarks"
     device: Optional[str] = None
     """cpu or cuda; default: cuda when available."""
     iterations: Optional[int] = None
     """Override the preset's iteration count (smoke runs)."""
     max_images: Optional[int] = None
+    """Run on at most this many of the preset's images."""
 
 
 def load_preset(name: str) -> Dict[str, Any]:
@@ -68,8 +76,9 @@ def at_fraction(result: FitResult, fraction: float):
     return min(result.history, key=lambda e: abs(e.step - step))
 
 
-def run_image(path: str, preset: Dict[str, Any], setting: Dict[str, Any], device: torch.device, progress) -> List[FitResult]:
-    signal = load_image(path, preset["resolution"])
+def run_image(path: str, name: str, preset: Dict[str, Any], setting: Dict[str, Any], device: torch.device,
+              progress) -> List[FitResult]:
+    signal = load_image(path, preset["resolution"], name=name)
     evos = EvolutionConfig(ratio=setting["ratio"], ratio_schedule=setting["schedule"])
     backbone = BackboneConfig(kind="siren", width=preset["width"], depth=preset["depth"])
     total = preset["iterations"]
@@ -161,30 +170,45 @@ def print_table(label: str, summary: Dict[str, Dict[str, Any]]) -> None:
     console.print(table)
 
 
+def preset_images(files: List[str], images: Any) -> List[str]:
+    """The preset's ``images``: ``all``, or the first N of the folder's sorted listing (DIV2K's
+    00.png, 01.png, ... for the CPU presets)."""
+    return files if images == "all" else files[: int(images)]
+
+
+def report_stem(args: Args) -> str:
+    """``image_<preset>`` on the DIV2K folder; another folder adds its name."""
+    on_div2k = args.data.resolve() == DIV2K.resolve()
+    return f"image_{args.preset}" if on_div2k else f"image_{args.preset}_{args.data.resolve().name}"
+
+
 def main(args: Args) -> None:
+    install_excepthook()  # a bad image or flag ends with one line naming it
     if args.paper:
         args.preset = "paper"
+    for flag, value in (("--iterations", args.iterations), ("--max-images", args.max_images)):
+        if value is not None and value < 1:
+            raise SystemExit(f"{flag} must be >= 1 (got {value})")
     preset = load_preset(args.preset)
     if args.iterations:
         preset["iterations"] = args.iterations
         preset["log_every"] = max(1, min(preset["log_every"], args.iterations // 10))
     if not args.data.is_dir():
-        console.print(f"[red]DIV2K folder not found: {args.data}[/red] (pass --data)")
-        sys.exit(2)
-    files = list_images(args.data)
-    if preset["images"] != "all":
-        files = [str(args.data / name) for name in preset["images"]]
+        raise SystemExit(f"--data {args.data}: not a folder")
+    device = pick_device(args.device)
+    files = preset_images(list_images(args.data), preset["images"])
     files = files[: args.max_images] if args.max_images else files
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    names = run_names(files)
+    listed = ", ".join(names)
     console.print(
-        f"preset {args.preset}: {len(files)} images at {preset['resolution']}px, SIREN width {preset['width']}, "
-        f"{preset['iterations']} iterations, device {device}, torch threads {torch.get_num_threads()}"
+        f"preset {args.preset}: {len(files)} images ({listed}) from {args.data}, longer side {preset['resolution']} px, "
+        f"SIREN width {preset['width']}, {preset['iterations']} iterations, device {device}, torch threads {torch.get_num_threads()}"
     )
     report = [f"# Image benchmark, preset `{args.preset}`", ""]
     report.append(
-        f"{len(files)} DIV2K images at {preset['resolution']}x{preset['resolution']}, SIREN width {preset['width']} "
-        f"depth {preset['depth']}, {preset['iterations']} iterations, seed {preset['seed']}, device {device} "
-        f"({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads), torch {torch.__version__}. "
+        f"{len(files)} images ({listed}) from `{args.data.resolve().name}`, longer side {preset['resolution']} px, "
+        f"SIREN width {preset['width']} depth {preset['depth']}, {preset['iterations']} iterations, seed {preset['seed']}, "
+        f"device {device} ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads), torch {torch.__version__}. "
         "Times are training seconds per image (sampling + forward + loss + backward + step), means over images."
     )
     report.append("")
@@ -192,8 +216,8 @@ def main(args: Args) -> None:
     with Progress(console=console, transient=True) as progress:
         for setting in preset["settings"]:
             results: List[FitResult] = []
-            for path in files:
-                results += run_image(path, preset, setting, device, progress)
+            for path, name in zip(files, names):
+                results += run_image(path, name, preset, setting, device, progress)
             summary = summarise(results)
             print_table(setting["label"], summary)
             report.append(markdown_table(setting["label"], summary))
@@ -208,9 +232,10 @@ def main(args: Args) -> None:
                 }
             )
     args.out.mkdir(parents=True, exist_ok=True)
-    write_text(args.out / f"image_{args.preset}.md", "\n".join(report))
-    write_json(args.out / f"image_{args.preset}.json", data)
-    console.print(f"wrote {args.out / f'image_{args.preset}.md'} and .json")
+    stem = report_stem(args)
+    write_text(args.out / f"{stem}.md", "\n".join(report))
+    write_json(args.out / f"{stem}.json", data)
+    console.print(f"wrote {args.out / f'{stem}.md'} and .json")
 
 
 if __name__ == "__main__":

@@ -64,7 +64,8 @@ class Fit:
     evos: EvolutionConfig = field(default_factory=EvolutionConfig)
 
 
-def _device(name: Optional[str]) -> torch.device:
+def pick_device(name: Optional[str]) -> torch.device:
+    """The ``--device`` flag (CUDA when available by default), refused in one line when it cannot run."""
     if name is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
@@ -88,7 +89,7 @@ def check_args(args: Fit) -> None:
 def run_fit(args: Fit) -> List[Path]:
     """Validate everything first (nothing is trained on bad input), then fit; returns run folders."""
     check_args(args)
-    device = _device(args.device)
+    device = pick_device(args.device)
     sources = list_images(args.source)
     names = run_names(sources)
     prepare_out(args.out, names, args.overwrite)
