@@ -131,3 +131,25 @@ def test_soft_minings_draw_between_rebuilds_reads_nothing_back_and_caps_the_weig
     cap = raw.mean() + raw.std()
     assert bool((raw > cap).any())  # the cap bites in this batch
     assert torch.equal(selection.weights, raw.clamp(max=float(cap)).float())
+
+
+def test_the_error_maps_splat_leaves_the_losses_on_their_device_and_adds_nothing_for_a_non_finite_one():
+    """instant-ngp's map is summed where the model's losses are; it was summed on the host, which
+    read every step's losses back from a GPU. A meta map stands in for the GPU: nothing can be read
+    back from it, so a splat that tried would raise."""
+    selector = _selector(strategy="errormap")
+    _train(selector, 5)
+    emap = selector.errormap
+    flat = selector.select().flat
+    kept = emap.errors.clone()
+    emap.errors = torch.zeros_like(kept, device="meta")
+    with Ops() as seen:
+        emap.observe(flat, torch.rand(flat.numel(), device="meta"))
+    assert "aten::index_add_" in seen.names and emap.errors.device.type == "meta"
+    emap.errors = kept.clone()  # on the host: a NaN or inf loss adds nothing, finite ones are splatted
+    errors = torch.rand(flat.numel(), generator=torch.Generator().manual_seed(3))
+    emap.observe(flat[:10], errors[:10])
+    only_finite = emap.errors.clone()
+    emap.errors = kept.clone()
+    emap.observe(torch.cat([flat[:10], flat[10:14]]), torch.cat([errors[:10], torch.tensor([float("nan"), float("inf"), -float("inf"), float("nan")])]))
+    assert torch.equal(emap.errors, only_finite) and not torch.equal(only_finite, kept)

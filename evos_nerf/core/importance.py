@@ -67,8 +67,10 @@ class ErrorMap:
 
     def __init__(self, store: FitnessStore, batch_size: int, uniform: float = 0.5, window: int = 128, growth: float = 1.5):
         self.store = store
-        # Geometry on the CPU, where the maps live (the store may sit on a GPU).
+        # Geometry and CDFs on the host, where the draw runs; the map being summed sits on the
+        # store's device, beside the model's errors, so a step's splat reads nothing back from a GPU.
         self.heights, self.widths, self.offsets = store.heights.cpu(), store.widths.cpu(), store.offsets.cpu()
+        self.device = store.fitness.device
         self.batch_size = int(batch_size)
         self.uniform = float(uniform)
         self.window = float(window)
@@ -90,7 +92,7 @@ class ErrorMap:
 
     def _start_window(self) -> None:
         self.res = self._resolution()
-        self.errors = torch.zeros(self.store.num_images, self.res, self.res, dtype=torch.float32)
+        self.errors = torch.zeros(self.store.num_images, self.res, self.res, dtype=torch.float32, device=self.device)
 
     def _locate(self, flat: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         """Flat indices -> (local image, y, x) on the CPU."""
@@ -116,23 +118,32 @@ class ErrorMap:
         return self.image_pmf[local] * self.store.num_images * within
 
     def observe(self, flat: Tensor, errors: Tensor) -> None:
-        """Splat the trained rays' losses (divided by their sampling density) bilinearly into the maps."""
-        flat, errors = flat.long().cpu(), errors.detach().double().cpu()
-        keep = torch.isfinite(errors)
-        flat, errors = flat[keep], errors[keep]
-        if flat.numel():
-            value = errors / self.density(flat)
-            local, y, x = self._locate(flat)
-            cy, cx = self._cells(local, y, x, self.res)
-            top = self.res - 1 - 1e-4
-            py, px = (cy - 0.5).clamp(0, top), (cx - 0.5).clamp(0, top)
-            y0, x0 = py.floor().long(), px.floor().long()
-            fy, fx = py - y0, px - x0
-            target = self.errors.view(-1)
-            base = local * self.res * self.res
-            for dy, dx, wgt in ((0, 0, (1 - fy) * (1 - fx)), (0, 1, (1 - fy) * fx), (1, 0, fy * (1 - fx)), (1, 1, fy * fx)):
-                yy, xx = (y0 + dy).clamp(max=self.res - 1), (x0 + dx).clamp(max=self.res - 1)
-                target.index_add_(0, base + yy * self.res + xx, (value * wgt).float())
+        """Splat the trained rays' losses (divided by their sampling density) bilinearly into the maps.
+
+        Where each ray lands and with what weights is worked out on the host, from the drawn
+        indices; the losses stay on their device, and a non-finite one adds nothing (a zero, not
+        a filter, whose size a GPU would have to report)."""
+        flat = flat.long().cpu()  # drawn on the host: no copy
+        device = self.errors.device
+        errors = errors.detach().double().to(device, non_blocking=True)  # the model's: already there
+        local, y, x = self._locate(flat)
+        cy, cx = self._cells(local, y, x, self.res)
+        top = self.res - 1 - 1e-4
+        py, px = (cy - 0.5).clamp(0, top), (cx - 0.5).clamp(0, top)
+        y0, x0 = py.floor().long(), px.floor().long()
+        fy, fx = py - y0, px - x0
+        base = local * self.res * self.res
+        cells, weights = [], []
+        for dy, dx, wgt in ((0, 0, (1 - fy) * (1 - fx)), (0, 1, (1 - fy) * fx), (1, 0, fy * (1 - fx)), (1, 1, fy * fx)):
+            yy, xx = (y0 + dy).clamp(max=self.res - 1), (x0 + dx).clamp(max=self.res - 1)
+            cells.append(base + yy * self.res + xx)
+            weights.append(wgt)
+        cells_d = torch.stack(cells).to(device, non_blocking=True)
+        weights_d = torch.stack([*weights, self.density(flat)]).to(device, non_blocking=True)
+        value = torch.where(torch.isfinite(errors), errors / weights_d[4], torch.zeros_like(errors))
+        target = self.errors.view(-1)
+        for corner in range(4):
+            target.index_add_(0, cells_d[corner], (value * weights_d[corner]).float())
         self.steps_in_window += 1
         if self.steps_in_window >= self.window:
             self._build()
@@ -143,7 +154,7 @@ class ErrorMap:
     def _build(self) -> None:
         """Window over: CDFs from the summed map (what instant-ngp's construct_cdf_2d/1d does)."""
         n, res = self.store.num_images, self.res
-        maps = self.errors.double().view(n, res * res) + 1e-10
+        maps = self.errors.double().view(n, res * res).cpu() + 1e-10  # once a window: the one read-back
         totals = maps.sum(dim=1)
         self.cell_pmf = (1.0 - self.MIN_PDF) * maps / totals[:, None] + self.MIN_PDF / (res * res)
         self.cell_cdf = torch.cumsum(self.cell_pmf, dim=1)
@@ -202,7 +213,7 @@ class ErrorMap:
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         self.window, self.steps_in_window = float(state["window"]), int(state["steps_in_window"])
-        self.res, self.errors, self.built_res = int(state["res"]), state["errors"].float(), int(state["built_res"])
+        self.res, self.errors, self.built_res = int(state["res"]), state["errors"].float().to(self.device), int(state["built_res"])
         self.cell_pmf, self.image_pmf = state["cell_pmf"], state["image_pmf"]
         if self.cell_pmf is not None:
             self.cell_cdf = torch.cumsum(self.cell_pmf, dim=1)

@@ -590,7 +590,7 @@ class RaySelector(nn.Module):
     def observe(
         self, flat: Tensor, errors: Tensor, step: int, trained: bool = True, uniform: Optional[Tensor] = None,
         points: Optional[Tensor] = None,
-    ) -> int:
+    ) -> Tensor:
         """Write back per-ray errors (NaN/inf skipped). Returns how many were skipped (a 0-dim tensor
         on the store's device: reading it waits for the GPU, so the training loop does not).
 
