@@ -44,6 +44,10 @@ class Args:
     batch: int = 4096
     ratio: float = 0.5
     """Selection ratio r0 (the pool is r0 - alpha r0 = 25% of the pixels with the default mutation)."""
+    strategy: str = "evos"
+    """The sampler whose store work is timed: ``evos``, or a baseline (``uniform``, ``errormap``,
+    ``softmining``, ``topk``) so a GPU's per-step cost can be compared on one card. A baseline's
+    report is ``store_<device>_<strategy>``."""
     measured_share: float = 0.2
     """Share of pixels measured before the timed key iteration (written over three epochs)."""
     steps: int = 50
@@ -102,7 +106,7 @@ def measure(label: str, args: Args) -> Dict:
     images = _images(height, width)
     store = FitnessStore([(height, width)] * len(cameras), cameras=cameras, num_cameras=num_cameras).to(device)
     gen = torch.Generator().manual_seed(0)
-    config = SelectorConfig(ratio=args.ratio, init_interval=100, end_interval=50)
+    config = SelectorConfig(strategy=args.strategy, ratio=args.ratio, init_interval=100, end_interval=50)
     selector = RaySelector(config, store, args.batch, gen, 30000, collectives=collectives)
     selector.exact_timers = True  # a CUDA store's ranking time is then its kernels', not their launch
     selector.initialise(lambda local: images[local % len(images)])
@@ -142,14 +146,15 @@ def measure(label: str, args: Args) -> Dict:
         _train_step(selector, step)
         per_step.append(time.perf_counter() - start)
     if args.profile:
-        _profile_steps(selector, key_steps[-1] + 1 + args.steps, args, f"{device.type}_{label.replace('/', 'of')}")
+        baseline = "" if args.strategy == "evos" else f"_{args.strategy}"
+        _profile_steps(selector, key_steps[-1] + 1 + args.steps, args, f"{device.type}_{label.replace('/', 'of')}{baseline}")
     last = timings[-1]
     return {
         "label": label,
         "pixels": n,
         "images": len(cameras),
         "measured_share": store.num_measured / n,
-        "pool_share": selector.pool.size / n,
+        "pool_share": selector.pool.size / n if selector.pool is not None else 0.0,
         "bytes_per_pixel": store.bytes_per_pixel(),
         "selector_bytes_per_pixel": selector.memory_bytes() / n,
         "ranking_s": last["ranking_s"],
@@ -189,12 +194,18 @@ def main(args: Args) -> None:
     if args.worker:
         print("RESULT " + json.dumps(measure(args.worker, args)), flush=True)
         return
+    from evos_nerf.core.selector import SelectorConfig
+
+    try:  # an unknown sampler: one line, before any worker starts
+        SelectorConfig(strategy=args.strategy).validate(prefix="--")
+    except ValueError as err:
+        raise SystemExit(f"error: {err}") from None
     rows = []
     for label in args.sizes:
         if label not in LABELS:
             raise SystemExit(f"error: unknown size {label!r}; expected one of {', '.join(LABELS)}")
         cmd = [sys.executable, __file__, "--worker", label, "--device", args.device, "--batch", str(args.batch),
-               "--ratio", str(args.ratio), "--measured-share", str(args.measured_share), "--steps", str(args.steps),
+               "--ratio", str(args.ratio), "--strategy", args.strategy, "--measured-share", str(args.measured_share), "--steps", str(args.steps),
                "--profile", str(args.profile), "--out", str(args.out)]
         result = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ))
         lines = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]
@@ -212,6 +223,7 @@ def write(rows: List[Dict], args: Args) -> None:
     from evos_nerf.io import write_json, write_text
 
     device = torch.device(args.device).type
+    stem = f"store_{device}" if args.strategy == "evos" else f"store_{device}_{args.strategy}"
     threads = rows[0]["threads"] if rows else torch.get_num_threads()
     data = {
         "bytes_per_pixel": rows[0]["bytes_per_pixel"] if rows else 4,
@@ -219,10 +231,11 @@ def write(rows: List[Dict], args: Args) -> None:
         "device": device,
         "threads": threads,
         "note": args.note,
+        "strategy": args.strategy,
         "sizes": {r["label"]: r for r in rows},
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    write_json(args.out / f"store_{device}.json", data)
+    write_json(args.out / f"{stem}.json", data)
     head = ["pixels", "store bytes / pixel", "with pool", "ranking (s)", "ranking, CPU (s)", "whole key iteration (s)",
             "whole key iteration, CPU (s)", "first key iteration (s)", "select + observe per step (ms)", "peak RSS (GiB)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -232,7 +245,7 @@ def write(rows: List[Dict], args: Args) -> None:
                      f"{r['ranking_cpu_s']:.2f} | {r['key_iteration_s']:.2f} | {r['key_iteration_cpu_s']:.2f} | "
                      f"{r['first_key_iteration_s']:.2f} | {r['select_ms']:.2f} | {r['peak_rss_gib']:.2f} |")
     text = "\n".join([
-        f"# Fitness store at scale ({device}, {threads} thread{'s' if threads != 1 else ''})", "",
+        f"# Fitness store at scale ({device}, {threads} thread{'s' if threads != 1 else ''}, strategy {args.strategy})", "",
         "Written by `scripts/bench_store.py`: the real `RaySelector` (ratio "
         f"{args.ratio}, pool = 25% of the pixels, batch {args.batch}), about {args.measured_share:.0%} of the pixels "
         "measured over three epochs and the rest never visited. *Ranking* is the pool's construction at a key "
@@ -247,7 +260,7 @@ def write(rows: List[Dict], args: Args) -> None:
         "per pixel, freed when the pool is built.",
         "", *lines, "",
     ] + ([args.note, ""] if args.note else []))
-    write_text(args.out / f"store_{device}.md", text)
+    write_text(args.out / f"{stem}.md", text)
     print(text)
 
 

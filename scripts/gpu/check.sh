@@ -13,6 +13,7 @@
 #      2026-12-04 a CUDA store took 2.9 ms a step against 1.9 ms on the host, so the op table says
 #      which launches and host reads to cut; then the CUDA store again with the package before the
 #      per-step path stopped reading back (908f8ed, from prepare.sh): before and after on one card;
+#      then the error map's and Soft Mining's CUDA stores (BASELINE_STORES) when 300 s are left;
 #   4. the GPU benchmark preset (`--preset real_gpu`: full nerfacto, full-size images, 4096 rays),
 #      uniform against evos:step in lock-step on each scene:seed[:stream] of BENCH_RUNS, BENCH_STEPS steps each (1200: fox
 #      plateaus there; at 2000 fox got no time on 2026-12-04),
@@ -35,6 +36,7 @@ BENCH_EVALS=${BENCH_EVALS:-5}
 # the H200 took 240, so one scene is what a lease surely fits; a second runs only if time is left.
 BENCH_RUNS=${BENCH_RUNS:-fern:1:1001 fox:2}
 DEADLINE=${DEADLINE:-560}   # seconds after start by which everything must have stopped
+BASELINE_STORES=${BASELINE_STORES:-errormap softmining}   # "" leaves the baselines' store timings out
 export PYTHONUNBUFFERED=1 PYTHONWARNINGS=ignore
 mkdir -p "$OUT"
 LOGS=$(mktemp -d)
@@ -108,6 +110,13 @@ if [ -d .gpu-data/before/evos_nerf ]; then
     --sizes 1e7 --steps 200 --out "$LOGS/store_before" \
     && grep '^| 1.00e+07' "$LOGS/store_before/store_cuda.md" | sed "s/^/    cuda, before: /" | tee -a "$SUMMARY"
 fi
+# The baselines' CUDA stores (since 2026-12-06 their per-step draws and splats read less back), so the
+# GPU timings of the comparison charge each sampler only its own work; skipped on a short lease.
+for strategy in $BASELINE_STORES; do
+  if [ "$(left)" -lt 300 ]; then say "store_cuda_$strategy: skipped, $(left) s left"; continue; fi
+  step "store_cuda_$strategy" 45 python3 scripts/bench_store.py --device cuda --sizes 1e7 --steps 100 --strategy "$strategy" \
+    --out "$LOGS/store" && grep '^| 1.00e+07' "$LOGS/store/store_cuda_$strategy.md" | sed "s/^/    cuda, $strategy: /" | tee -a "$SUMMARY"
+done
 
 # 4. The GPU preset, uniform against evos:step, while time is left (each scene one part).
 for run in $BENCH_RUNS; do
