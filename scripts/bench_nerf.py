@@ -89,8 +89,8 @@ class Args:
     """Torch threads per process. Part of a result's identity: the same run on 2 threads rounds
     differently from 1 (every reported group ran on 1; two groups share this 2-core machine)."""
     name: Optional[str] = None
-    """Output file stem (default ``nerf_<preset>``, plus the folders' names with ``--captures``); use
-    it for partial runs of a preset."""
+    """Output file stem (default ``nerf_<preset>``, plus the names of scenes the preset does not list,
+    as ``--captures`` runs); use it for partial runs of a preset."""
     merge: Optional[List[Path]] = None
     """Train nothing: combine the runs of these result JSONs (partial runs of one preset and
     budget, e.g. one scene or seed per process) into one report under ``--name``."""
@@ -277,11 +277,13 @@ def preset_scenes(preset: Dict[str, Any], args: Args) -> List[Dict[str, Any]]:
     return [spec for spec in preset["scenes"] if not args.scenes or spec["name"] in args.scenes]
 
 
-def default_stem(preset: Dict[str, Any], args: Args) -> str:
-    """``nerf_<preset>``; a run on ``--captures`` adds their names, so it never writes over the
-    preset's own report (or its summary JSON)."""
-    captures = [spec["name"] for spec in capture_specs(args.captures)] if args.captures else []
-    return "_".join([f"nerf_{preset['name']}", *captures])
+def default_stem(preset: Dict[str, Any], scenes: List[str]) -> str:
+    """``nerf_<preset>``, plus the name of every scene the preset does not list (``--captures``, or
+    a merge of their parts), so a report on other data never writes over the preset's own (or its
+    summary JSON)."""
+    known = {spec["name"] for spec in preset.get("scenes", [])}
+    others = [scene for scene in dict.fromkeys(scenes) if scene not in known]
+    return "_".join([f"nerf_{preset['name']}", *others])
 
 
 def scene_path(spec: Dict[str, Any], args: Args) -> Optional[Path]:
@@ -556,7 +558,7 @@ def write_results(runs: List[Run], preset: Dict[str, Any], budget: Budget, seeds
         runs = nerf_report.streams_as_seeds(runs)
         seeds = sorted({r.seed for r in runs}, key=nerf_report.seed_order)
     summary = nerf_report.summarise(runs)
-    stem = args.name or default_stem(preset, args)
+    stem = args.name or default_stem(preset, [run.scene for run in trained])
     header = (f"# NeRF benchmark, preset `{preset['name']}`\n\n{budget.steps} steps x {budget.rays} rays, reduced nerfacto "
               f"(full={budget.full}, model overrides {budget.model or 'none'}, learning-rate decay to the budget: "
               f"{budget.decay_to_budget}), seeds {seeds}, torch {torch_versions}, {threads} thread(s) per process, host {hosts}. "
