@@ -278,12 +278,13 @@ def preset_scenes(preset: Dict[str, Any], args: Args) -> List[Dict[str, Any]]:
 
 
 def default_stem(preset: Dict[str, Any], scenes: List[str]) -> str:
-    """``nerf_<preset>``, plus the name of every scene the preset does not list (``--captures``, or
-    a merge of their parts), so a report on other data never writes over the preset's own (or its
-    summary JSON)."""
+    """``nerf_<preset>``, plus the name of every capture (the preset records the ``--captures`` it
+    ran, so a merge of their parts knows them) and of any scene the preset does not list: a report
+    on other data never writes over the preset's own or its summary JSON, even from a folder that
+    shares a preset scene's name."""
     known = {spec["name"] for spec in preset.get("scenes", [])}
-    others = [scene for scene in dict.fromkeys(scenes) if scene not in known]
-    return "_".join([f"nerf_{preset['name']}", *others])
+    others = [*preset.get("captures", []), *(scene for scene in scenes if scene not in known)]
+    return "_".join([f"nerf_{preset['name']}", *dict.fromkeys(others)])
 
 
 def scene_path(spec: Dict[str, Any], args: Args) -> Optional[Path]:
@@ -459,6 +460,9 @@ def merge(args: Args) -> None:
         raise SystemExit(f"--merge: the files have different budgets: {budgets}")
     seeds = sorted({r.seed for r in runs})
     preset = {**next(iter(presets.values())), "name": merged_preset_name(args, presets)}
+    captures = [name for p in presets.values() for name in p.get("captures", [])]
+    if captures:
+        preset["captures"] = list(dict.fromkeys(captures))
     write_results(runs, preset, Budget(**budgets[0]), seeds, args, final=True, threads="/".join(sorted(threads)),
                   hosts=hosts, torch_versions=versions)
 
@@ -511,7 +515,10 @@ def main(args: Args) -> None:
     strategies = args.strategies or preset["strategies"]
     seeds = args.seeds or preset["seeds"]
     runs: List[Run] = []
-    for spec in preset_scenes(preset, args):
+    specs = preset_scenes(preset, args)
+    if args.captures:
+        preset = {**preset, "captures": [spec["name"] for spec in specs]}
+    for spec in specs:
         if not args.captures:
             spec = {**spec, "test_images": nerf_report.preset_test_images(preset, spec["name"])}
         scene = scene_path(spec, args)

@@ -330,6 +330,7 @@ def test_captures_are_named_by_their_folder_and_their_format_and_image_size_read
     real = bench.load_preset("real")
     assert bench.default_stem(real, ["phone", "phone", "fern"]) == "nerf_real_phone"  # never the preset's nerf_real
     assert bench.default_stem(real, ["fern", "fox"]) == "nerf_real"
+    assert bench.default_stem({**real, "captures": ["fox"]}, ["fox"]) == "nerf_real_fox"  # one's own "fox"
     assert bench.preset_scenes(real, bench.Args(scenes=["fox"]))[0]["name"] == "fox"
 
 
@@ -366,6 +367,7 @@ def test_a_capture_of_ones_own_is_benchmarked_on_every_held_out_view_under_its_o
     summary = json.loads((out / "nerf_real_phone_summary.json").read_text())
     assert {(row["scene"], row["strategy"]) for row in summary} == {("phone", "uniform"), ("phone", "evos:step")}
     assert not (out / "nerf_real.json").exists() and not (out / "nerf_real_summary.json").exists()
+    assert result["preset"]["captures"] == ["phone"]
     bench.main(bench.Args(merge=[out / "nerf_real_phone.json"], out=tmp_path / "merged"))  # nor does its merge
     assert sorted(p.name for p in (tmp_path / "merged").iterdir()) == [
         "nerf_real_phone.json", "nerf_real_phone.md", "nerf_real_phone.png", "nerf_real_phone_summary.json"]
