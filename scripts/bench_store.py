@@ -146,8 +146,8 @@ def measure(label: str, args: Args) -> Dict:
         _train_step(selector, step)
         per_step.append(time.perf_counter() - start)
     if args.profile:
-        baseline = "" if args.strategy == "evos" else f"_{args.strategy}"
-        _profile_steps(selector, key_steps[-1] + 1 + args.steps, args, f"{device.type}_{label.replace('/', 'of')}{baseline}")
+        _profile_steps(selector, key_steps[-1] + 1 + args.steps, args,
+                       f"{device.type}_{label.replace('/', 'of')}{_baseline_suffix(args)}")
     last = timings[-1]
     return {
         "label": label,
@@ -167,6 +167,11 @@ def measure(label: str, args: Args) -> Dict:
         "baseline_rss_gib": base_rss,
         "threads": torch.get_num_threads(),
     }
+
+
+def _baseline_suffix(args: Args) -> str:
+    """EVOS's reports keep their names; a baseline's add ``_<strategy>``."""
+    return "" if args.strategy == "evos" else f"_{args.strategy}"
 
 
 def _train_step(selector, step: int) -> None:
@@ -223,7 +228,7 @@ def write(rows: List[Dict], args: Args) -> None:
     from evos_nerf.io import write_json, write_text
 
     device = torch.device(args.device).type
-    stem = f"store_{device}" if args.strategy == "evos" else f"store_{device}_{args.strategy}"
+    stem = f"store_{device}{_baseline_suffix(args)}"
     threads = rows[0]["threads"] if rows else torch.get_num_threads()
     data = {
         "bytes_per_pixel": rows[0]["bytes_per_pixel"] if rows else 4,

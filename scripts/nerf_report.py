@@ -163,9 +163,8 @@ def plateau_rise(history: List[Dict[str, float]]) -> float:
     return history[-1]["psnr"] - value_at(history, "step", 0.75 * last, "psnr")
 
 
-def plateau_of(row: Dict[str, Any]) -> Optional[float]:
-    """The most uniform rose over the last quarter on any seed (None where not measured)."""
-    rises = row["plateau_rise"]
+def largest_rise(rises: Sequence[float]) -> Optional[float]:
+    """The most uniform rose over the last quarter on any seed (None where any seed was not measured)."""
     return None if any(math.isnan(value) for value in rises) else max(rises)
 
 
@@ -364,12 +363,11 @@ def checks(summary: Dict[str, Dict[str, Any]]) -> List[str]:
         mine_rows = _evos_rows(summary, scene)
         if uniform is None or not mine_rows:
             continue
-        rises = [value for row in uniforms for value in row["plateau_rise"]]
-        if any(math.isnan(value) for value in rises):
+        rise = largest_rise([value for row in uniforms for value in row["plateau_rise"]])
+        if rise is None:
             lines.append(f"- **{scene}**: uniform plateau: not measured (no evaluation by three quarters of the budget; "
                          "give --evals 2 or more).")
         else:
-            rise = max(rises)
             lines.append(f"- **{scene}**: uniform plateau: PSNR rose {rise:+.2f} dB over the last quarter (max over seeds; "
                          f"converged if < 0.2 dB: {'yes' if rise < 0.2 else 'NO'}).")
         baseline_rows = [row for row in summary.values() if row["scene"] == scene and split_stream(row["strategy"])[0] in BASELINES]
@@ -706,7 +704,7 @@ def summary_records(summary: Dict[str, Dict[str, Any]]) -> List[Dict[str, Any]]:
         "steps_to_uniform_final_median": median_ratio(row["step_ratio"]),
         "psnr_at_equal_time_mean": statistics.mean(row["psnr_equal_time"]),
         "ssim_at_equal_time_mean": statistics.mean(row["ssim_equal_time"]),
-        "uniform_plateau_rise_db": plateau_of(row) if row["strategy"] == "uniform" else None,
+        "uniform_plateau_rise_db": largest_rise(row["plateau_rise"]) if row["strategy"] == "uniform" else None,
         "overhead_share_mean": statistics.mean(o + f for o, f in zip(row["overhead"], row["refresh"])),
     } for row in summary.values()]
 

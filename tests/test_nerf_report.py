@@ -55,8 +55,8 @@ def test_the_plateau_is_measured_only_with_an_evaluation_by_three_quarters_of_th
     text = "\n".join(report.checks(summary))
     assert "uniform plateau: not measured (no evaluation by three quarters of the budget; give --evals 2 or more)" in text
     assert "converged" not in text
-    assert report.plateau_of(summary["s|uniform"]) is None
-    assert report.plateau_of({"plateau_rise": [0.05, 0.12]}) == 0.12
+    assert report.largest_rise(summary["s|uniform"]["plateau_rise"]) is None
+    assert report.largest_rise([0.05, 0.12]) == 0.12
 
 
 def test_the_plot_is_a_small_palette_png_that_keeps_each_strategy_s_colour(tmp_path):
