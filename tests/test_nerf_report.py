@@ -28,6 +28,10 @@ def test_checks_judge_every_evos_row_against_uniform_and_the_fastest_baseline():
     assert "it is worse than uniform in SSIM" in text  # evos:constant: 0.49 < 0.50
     assert "it is not worse than uniform in PSNR or SSIM" in text  # evos:step
     assert "overhead 1.50%" in text
+    # slower than the best baseline reads as later, not as a negative "sooner"
+    summary["s|topk"] = _row("topk", [0.4], 20.5, 0.45)
+    text = "\n".join(report.checks(summary))
+    assert "vs the best baseline (topk, 0.40x of uniform's time): 50% later (target >= 15%: missed)" in text
 
 
 def test_a_part_run_on_one_selection_stream_only_is_still_checked_against_uniform_on_that_stream():
