@@ -444,10 +444,10 @@ def _evos_checks(mine: Dict[str, Any], uniform: Dict[str, Any], baselines: List[
                          f"{evos} never reaches uniform's final there (target >= 15%: missed).")
         else:
             sooner = 1 - mine_there / reached[best]
+            gap = f"{100 * sooner:+.0f}% sooner" if sooner >= 0 else f"{-100 * sooner:.0f}% later"
             ours_note = f"; {evos} {mine_there:.2f}x there" if on else ""
             lines.append(f"    vs the best baseline ({best}, {reached[best]:.2f}x of uniform's {unit}{on}{ours_note}): "
-                         f"{f'{100 * sooner:+.0f}% sooner' if sooner >= 0 else f'{-100 * sooner:.0f}% later'} "
-                         f"(target >= 15%: {'met' if sooner >= 0.15 else 'missed'}).")
+                         f"{gap} (target >= 15%: {'met' if sooner >= 0.15 else 'missed'}).")
             if len(ours) > 1:
                 spans = [f"{name} {_span(values)}" for name, values in ((evos, ours), (best, theirs))]
                 lines.append(f"    95% bootstrap intervals of the two medians over these seeds: {'; '.join(spans)}.")
