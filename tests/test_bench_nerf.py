@@ -190,6 +190,8 @@ def test_valued_variants_set_their_sampler_setting_and_unknown_ones_are_refused(
     assert (sampler.strategy, sampler.softmining_alpha, sampler.softmining_uniform) == ("softmining", 0.0, 0.5)
     bench.strategy_overrides("evos:ratio=0.3", cfg)
     assert cfg.pipeline.datamanager.pixel_sampler.ratio == 0.3
+    bench.strategy_overrides("evos:constant+mutation=0.25", cfg)
+    assert (sampler.ratio_schedule, sampler.mutation) == ("constant", 0.25)
     bench.strategy_overrides("softmining:sm-warmup=60", cfg)  # a step count stays an integer
     assert type(sampler.softmining_warmup) is int and sampler.softmining_warmup == 60
     bench.strategy_overrides("evos:step+interval=20+end-interval=10+refresh=410", cfg)
