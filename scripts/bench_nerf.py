@@ -194,14 +194,17 @@ VARIANTS = {
     "paper-mutation": {"mutation_base": "current"},
 }
 """Ablation suffixes: ``evos:crossover``, ``evos:step+weighted`` (joined with ``+``)."""
-NUMERIC_VARIANTS = {"ratio": "ratio", "mutation": "mutation", "sm-alpha": "softmining_alpha", "sm-uniform": "softmining_uniform",
-                    "sm-warmup": "softmining_warmup", "interval": "init_interval", "end-interval": "end_interval",
-                    "refresh": "refresh_budget", "block": "prior_block", "levels": "prior_levels",
-                    "ucb": "prior_bonus", "uniform-start": "uniform_start", nerf_report.STREAM_VARIANT: "seed"}
+NUMERIC_VARIANTS = {
+    "ratio": "ratio", "mutation": "mutation", "sm-alpha": "softmining_alpha", "sm-uniform": "softmining_uniform",
+    "sm-warmup": "softmining_warmup", "interval": "init_interval", "end-interval": "end_interval",
+    "refresh": "refresh_budget", "block": "prior_block", "levels": "prior_levels", "ucb": "prior_bonus",
+    "uniform-start": "uniform_start", nerf_report.STREAM_VARIANT: "seed",
+}
 """Suffixes with a value: ``evos:ratio=0.3``, ``softmining:sm-alpha=0`` (sampling without the weights),
 ``evos:constant+mutation=0.25`` (alpha, the batch's mutant share at r0, halved; the survivors are
 (r - alpha r) N, so at the same ratio the pool widens too, and ``evos:constant+ratio=0.3333+mutation=0.25``
-keeps the default's top 25% with a quarter mutants), ``softmining:sm-warmup=60`` (the official 1000 of 20000 steps, scaled to a 1200-step budget),
+keeps the default's top 25% with a quarter mutants), ``softmining:sm-warmup=60`` (the official
+1000 of 20000 steps, scaled to a 1200-step budget),
 ``evos:step+interval=20+end-interval=10+refresh=410`` (re-rank five times as often, re-measuring
 as many rays per step as the default), ``evos:step+block=32`` (the neighbourhood prior's block
 size), ``evos:step+block=4+levels=3`` (a 4 / 8 / 16 px hierarchy of blocks), ``evos:step+block=8+fitted-prior``
