@@ -33,6 +33,7 @@ from nerfstudio.engine.callbacks import TrainingCallbackLocation
 from rich.console import Console
 from rich.table import Table
 
+from evos_nerf.core.selector import SelectorConfig
 from evos_nerf.io import write_json, write_text
 from evos_nerf.nerfstudio.presets import Budget, run_config
 from evos_nerf.scene import make_scene
@@ -221,11 +222,15 @@ def strategy_overrides(name: str, cfg) -> None:
     ``topk`` is plain hard mining, a fixed share of the highest errors, on every scene (as
     ``evos-nerf``'s ``auto`` schedule makes it; pinned here so that a benchmark name means one
     thing whatever the method's default). ``topk:step`` names the annealed variant: EVOS's
-    survivors without its mutants.
+    survivors without its mutants. For the same reason ``evos`` and ``topk`` start from the
+    paper's r0 and alpha (0.5, 0.5), which every recorded part ran, on every method:
+    ``evos-nerf-blender``'s own default is ``evos:constant+ratio=0.3333+mutation=0.25``.
     """
     sampler = cfg.pipeline.datamanager.pixel_sampler
     base, _, variants = name.partition(":")
     sampler.strategy = base
+    if base in ("evos", "topk"):
+        sampler.ratio, sampler.mutation = SelectorConfig.ratio, SelectorConfig.mutation
     if base == "topk":
         sampler.ratio_schedule = "constant"
     for variant in filter(None, variants.split("+")):

@@ -178,6 +178,8 @@ def test_hard_mining_is_a_fixed_share_on_every_method_and_annealed_only_when_nam
             bench.strategy_overrides(name, cfg)
             sampler = cfg.pipeline.datamanager.pixel_sampler
             assert (sampler.strategy, sampler.ratio_schedule) == (name.split(":")[0], schedule), (make.__name__, name)
+            # the paper's r0 and alpha, which every recorded part ran, whatever the method's default
+            assert (sampler.ratio, sampler.mutation) == (0.5, 0.5), (make.__name__, name)
 
 
 def test_valued_variants_set_their_sampler_setting_and_unknown_ones_are_refused():

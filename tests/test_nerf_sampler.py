@@ -106,9 +106,23 @@ def test_real_capture_method_anneals_toward_uniform_while_the_blender_method_kee
     from evos_nerf.nerfstudio.config import evos_nerf_blender_config, evos_nerf_config
 
     store = FitnessStore([(H, W)] * N, dtype=torch.float32)
-    for config, first, last in ((evos_nerf_config(), 500, 950), (evos_nerf_blender_config(), 500, 500)):
+    for config, first, last in ((evos_nerf_config(), 500, 950), (evos_nerf_blender_config(), 333, 333)):
         cfg = config.pipeline.datamanager.pixel_sampler
         selector = RaySelector(cfg, store, 32, torch.Generator().manual_seed(0), total_steps=100)
         # population size of 1000 pixels at the first step and in the last stage (t = 99 of 100)
         assert abs(sum(selector.counts(0, 1000)) - first) <= 1  # survivors + mutants
         assert abs(sum(selector.counts(98, 1000)) - last) <= 1
+
+
+def test_both_methods_pool_the_top_quarter_and_the_blender_method_draws_fewer_mutants():
+    """Synthetic scenes have no persistent error for a stale cache to chase, so evos-nerf-blender
+    keeps the real-capture method's pool and spends a quarter of its batch on mutants, not half."""
+    from evos_nerf.nerfstudio.config import evos_nerf_blender_config, evos_nerf_config
+
+    store = FitnessStore([(H, W)] * N, dtype=torch.float32)
+    for config, mutant_share in ((evos_nerf_config(), 0.5), (evos_nerf_blender_config(), 0.25)):
+        cfg = config.pipeline.datamanager.pixel_sampler
+        selector = RaySelector(cfg, store, 32, torch.Generator().manual_seed(0), total_steps=100)
+        survivors, mutants = selector.counts(0, 1200)
+        assert survivors == 300  # the top 25% of 1200 pixels
+        assert mutants / (survivors + mutants) == pytest.approx(mutant_share, abs=1e-3)
