@@ -423,7 +423,10 @@ def _evos_checks(mine: Dict[str, Any], uniform: Dict[str, Any], baselines: List[
         "steps", "step_ratio", " (by steps: some of these runs trained in another process than their seed's uniform, "
         "so their times do not compare)")
     t = median_ratio(mine[key])
-    lines = [f"  - {evos} reaches uniform's final PSNR in {'never' if t is None else f'{t:.2f}x'} uniform's {unit} (median){note}."]
+    if t is None:
+        lines = [f"  - {evos} does not reach uniform's final PSNR on the median seed."]
+    else:
+        lines = [f"  - {evos} reaches uniform's final PSNR in {t:.2f}x uniform's {unit} (median){note}."]
     psnr, ssim = _paired(mine, uniform, "psnr_equal_time"), _paired(mine, uniform, "ssim_equal_time")
     worse = [metric for metric, (a, b) in (("PSNR", psnr), ("SSIM", ssim)) if statistics.mean(a) < statistics.mean(b)]
     untimed = "" if _timed_together([mine]) else " (not comparable: trained in another process than uniform)"
