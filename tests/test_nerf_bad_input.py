@@ -546,7 +546,8 @@ def test_resume_with_new_ratios_uses_them_and_says_so_and_a_foreign_checkpoint_i
     sampler.ratio, sampler.mutation = 0.3, 0.2  # --pipeline.datamanager.pixel-sampler.ratio 0.3 / .mutation 0.2
     train(resumed)
     printed = " ".join(capfd.readouterr().out.split())
-    assert "the checkpoint's controls (ratio 0.5, mutation 0.5, paused False) differ from this run's " \
+    # evos-nerf-blender's r0 = 1/3 and alpha = 1/4, printed to six digits
+    assert "the checkpoint's controls (ratio 0.333333, mutation 0.25, paused False) differ from this run's " \
            "(ratio 0.3, mutation 0.2, paused False); resuming with this run's" in printed
     (saved,) = folder.glob("step-*.ckpt")
     assert saved.name == "step-000000013.ckpt"

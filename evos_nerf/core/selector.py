@@ -720,9 +720,9 @@ class RaySelector(nn.Module):
         if saved_controls != self.controls:
             # The command line wins, as for every other flag on resume; say so rather than silently.
             console.print(
-                f"EVOS: the checkpoint's controls (ratio {saved_controls.ratio}, mutation {saved_controls.mutation}, "
-                f"paused {saved_controls.paused}) differ from this run's (ratio {self.controls.ratio}, mutation "
-                f"{self.controls.mutation}, paused {self.controls.paused}); resuming with this run's"
+                f"EVOS: the checkpoint's controls (ratio {saved_controls.ratio:g}, mutation {saved_controls.mutation:g}, "
+                f"paused {saved_controls.paused}) differ from this run's (ratio {self.controls.ratio:g}, mutation "
+                f"{self.controls.mutation:g}, paused {self.controls.paused}); resuming with this run's"
             )
         self.pool_ratio = None if math.isnan(schedule[0]) else schedule[0]
         self.last_key_step, self.balance = int(schedule[1]), schedule[2]
