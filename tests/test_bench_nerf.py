@@ -107,6 +107,13 @@ def test_a_group_stopped_mid_run_leaves_its_curves_so_far_which_a_merge_refuses(
     assert not (tmp_path / "merged").exists()
 
 
+def test_the_benchmark_evaluates_at_three_quarters_of_the_budget_where_the_plateau_is_checked():
+    bench = load_script("bench_nerf")
+    assert bench.evaluation_steps(1200, 5) == [240, 480, 720, 900, 960, 1200]
+    assert bench.evaluation_steps(1200, 4) == [300, 600, 900, 1200]  # already there: once
+    assert bench.evaluation_steps(4, 1) == [3, 4]
+
+
 def test_streams_as_seeds_reports_each_seed_and_stream_as_a_replicate_and_keeps_the_runs_as_trained(tmp_path):
     bench = load_script("bench_nerf")
     files = [bench.ROOT / "benchmarks" / "real_parts" / "real_fox_s2.json",

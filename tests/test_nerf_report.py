@@ -8,8 +8,22 @@ from script_modules import load_script
 
 
 def _row(strategy, ratios, psnr, ssim):
-    return {"scene": "s", "strategy": strategy, "ratio": ratios, "plateau_rise": [0.1], "psnr_equal_time": [psnr],
+    return {"scene": "s", "strategy": strategy, "ratio": ratios, "plateau_rise": [0.1], "plateau_interpolated": [False],
+            "psnr_equal_time": [psnr],
             "ssim_equal_time": [ssim], "overhead": [0.01], "refresh": [0.005]}
+
+
+def test_a_plateau_read_between_evaluations_is_said_to_overstate_the_rise():
+    """A concave curve's chord lies below it: between 720 and 960 the rise read at 900 is too large."""
+    report = load_script("nerf_report")
+    chord = [{"step": s, "psnr": p} for s, p in ((720, 24.59), (960, 24.86), (1200, 25.02))]
+    measured = sorted(chord + [{"step": 900, "psnr": 24.85}], key=lambda h: h["step"])
+    assert report.plateau_rise(chord) == pytest.approx(0.2275) and report.plateau_rise(measured) == pytest.approx(0.17)
+    assert report.plateau_read_between_evaluations(chord) and not report.plateau_read_between_evaluations(measured)
+    summary = {"s|uniform": {**_row("uniform", [1.0, 1.0], 20.0, 0.5), "plateau_rise": [0.2275, 0.17],
+                             "plateau_interpolated": [True, False]}, "s|evos:step": _row("evos:step", [0.6], 20.4, 0.51)}
+    assert ("uniform plateau: PSNR rose +0.23 dB over the last quarter (max over seeds; converged if < 0.2 dB: NO; "
+            "read between evaluations on 1 of 2 seeds, which overstates a concave curve's rise)") in "\n".join(report.checks(summary))
 
 
 def test_checks_judge_every_evos_row_against_uniform_and_the_fastest_baseline():
@@ -55,9 +69,10 @@ def test_the_plateau_is_measured_only_with_an_evaluation_by_three_quarters_of_th
     assert report.plateau_rise(curve) == pytest.approx(0.225)  # 21.3 against 21.075, interpolated at step 900
     assert report.plateau_rise(curve[-1:]) != report.plateau_rise(curve[-1:])  # nan: nothing to compare with
     summary = {f"s|{r['strategy']}": r for r in (
-        {**_row("uniform", [1.0], 20.0, 0.50), "plateau_rise": [0.05, float("nan")]}, _row("evos:step", [0.6], 20.4, 0.51))}
+        {**_row("uniform", [1.0], 20.0, 0.50), "plateau_rise": [0.05, float("nan")], "plateau_interpolated": [False, True]},
+        _row("evos:step", [0.6], 20.4, 0.51))}
     text = "\n".join(report.checks(summary))
-    assert "uniform plateau: not measured (no evaluation by three quarters of the budget; give --evals 2 or more)" in text
+    assert "uniform plateau: not measured (no evaluation by three quarters of the budget)" in text
     assert "converged" not in text
     assert report.largest_rise(summary["s|uniform"]["plateau_rise"]) is None
     assert report.largest_rise([0.05, 0.12]) == 0.12
@@ -80,7 +95,8 @@ def test_the_plot_is_a_small_palette_png_that_keeps_each_strategy_s_colour(tmp_p
 def test_a_row_that_ran_fewer_seeds_is_compared_with_uniform_on_those_seeds_only():
     report = load_script("nerf_report")
     uniform = {**_row("uniform", [1.0, 1.0], 20.0, 0.50), "seeds": [0, 1], "psnr_equal_time": [20.0, 22.0],
-               "ssim_equal_time": [0.50, 0.60], "plateau_rise": [0.1, 0.1]}
+               "ssim_equal_time": [0.50, 0.60], "plateau_rise": [0.1, 0.1],
+               "plateau_interpolated": [False, False]}
     mine = {**_row("evos:step", [0.7], 20.5, 0.51), "seeds": [0]}  # beats seed 0, below the mean of both
     text = "\n".join(report.checks({"s|uniform": uniform, "s|evos:step": mine}))
     assert "not worse than uniform in PSNR or SSIM (20.50 vs 20.00 dB, 0.510 vs 0.500, on the 1 seed(s) it ran)" in text
