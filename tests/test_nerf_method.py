@@ -254,3 +254,30 @@ def test_the_crossview_prior_projects_the_pipelines_trained_rays_into_the_other_
     assert float(crossview.counts.sum()) == 0 and datamanager.selector.pool is not None
     # With the occlusion test each camera's trained rays leave the depth of its surface behind.
     assert (int((crossview.surface > 0).sum()) > 0) == (occlusion is not None)
+
+
+def test_rendering_leaves_the_proposal_networks_update_to_the_next_training_step(scene):
+    """An evaluation or a viewer render between two training steps used to take the proposal networks'
+    due update, so a run's training depended on when it was evaluated or watched."""
+    from evos_nerf.nerfstudio.config import evos_nerf_blender_config
+
+    config = evos_nerf_blender_config()
+    config.pipeline.datamanager.data, config.pipeline.datamanager.train_num_rays_per_batch = scene, 64
+    model = config.pipeline.model
+    model.num_nerf_samples_per_ray, model.num_proposal_samples_per_ray = 16, (24, 16)
+    model.hidden_dim = model.hidden_dim_color = 32
+    model.log2_hashmap_size, model.max_res = 12, 128
+    pipeline = config.pipeline.setup(device="cpu", test_mode="val", world_size=1, local_rank=0)
+    sampler = pipeline.model.proposal_sampler
+    for step in (20, 21):  # two training callbacks since the last update: the next forward pass takes one
+        sampler.step_cb(step)
+    due = (sampler._step, sampler._steps_since_update)
+    camera, batch = next(iter(pipeline.datamanager.fixed_indices_eval_dataloader))
+    pipeline.eval()
+    pipeline.model.get_outputs_for_camera(camera)  # what evaluation, the viewer and ns-render call
+    pipeline.get_eval_image_metrics_and_images(step=21)
+    assert (sampler._step, sampler._steps_since_update) == due
+    pipeline.train()
+    ray_bundle, _ = pipeline.datamanager.next_train(21)
+    pipeline.model(ray_bundle)
+    assert sampler._steps_since_update == 0  # the training step took it

@@ -1,5 +1,5 @@
-"""Nerfacto with three changes EVOS needs: per-ray errors, an implementation chosen per device,
-and LPIPS that never downloads.
+"""Nerfacto with the changes EVOS needs: per-ray errors, an implementation chosen per device,
+LPIPS that never downloads, and renders that leave training alone.
 
 * ``training_losses`` returns the per-ray squared errors of the very (prediction, ground truth)
   pair the RGB loss averages, after nerfacto's background blending, and weights that loss by the
@@ -9,15 +9,20 @@ and LPIPS that never downloads.
   because tcnn and torch hash grids have different parameters.
 * LPIPS is built only from locally cached AlexNet weights; otherwise it is reported unavailable
   and left out of the metrics rather than faked.
+* Rendering in eval mode (evaluation, the viewer, ``ns-render``) keeps the proposal sampler's update
+  schedule, which nerfacto's own forward pass resets whenever an update is due.
 """
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Dict, Literal, Optional, Tuple, Type
+from typing import Any, Dict, Iterator, Literal, Optional, Tuple, Type
 from unittest import mock
 
 import torch
+from nerfstudio.cameras.rays import RayBundle
+from nerfstudio.model_components.ray_samplers import ProposalNetworkSampler
 from nerfstudio.models.nerfacto import NerfactoModel, NerfactoModelConfig
 from nerfstudio.utils.rich_utils import CONSOLE
 from torch import Tensor, nn
@@ -29,6 +34,22 @@ from evos_nerf.metrics import build_lpips
 def squared_error(pred: Tensor, gt: Tensor) -> Tensor:
     """Per-ray mean over channels of the squared RGB error."""
     return ((pred - gt) ** 2).mean(dim=-1)
+
+
+@contextmanager
+def proposal_schedule_kept(sampler: ProposalNetworkSampler) -> Iterator[None]:
+    """Forward passes in here leave the proposal networks' update schedule as training left it.
+
+    nerfacto gives its proposal networks gradients only every few steps: a counter that the training
+    callback advances, and that any forward pass due an update resets. A render between two training
+    steps (an evaluation, the viewer) would take that update, so the next training step skipped it:
+    a run then depended on when it was evaluated or watched (lego_100 seed 12 moved by 0.0004 dB, and
+    EVOS's pixel ranking amplifies such changes)."""
+    saved = (sampler._step, sampler._steps_since_update)
+    try:
+        yield
+    finally:
+        sampler._step, sampler._steps_since_update = saved
 
 
 class _UnavailableLPIPS(nn.Module):
@@ -57,6 +78,12 @@ class EvosNerfactoModel(NerfactoModel):
         factory = (lambda **_: lpips) if lpips is not None else (lambda **_: _UnavailableLPIPS())
         with mock.patch("torchmetrics.image.lpip.LearnedPerceptualImagePatchSimilarity", factory):
             super().populate_modules()
+
+    def get_outputs(self, ray_bundle: RayBundle) -> Dict[str, Any]:
+        if self.training:  # a training step (or a re-measurement, which keeps the schedule itself)
+            return super().get_outputs(ray_bundle)
+        with proposal_schedule_kept(self.proposal_sampler):
+            return super().get_outputs(ray_bundle)
 
     def training_losses(
         self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor], metrics_dict: Optional[Dict] = None

@@ -25,7 +25,7 @@ from evos_nerf.errors import NonFiniteLossError
 from evos_nerf.nerfstudio.datamanager import EvosDataManager, EvosDataManagerConfig
 from evos_nerf.nerfstudio.evos_logging import inspection_callbacks
 from evos_nerf.nerfstudio.inspection import EvosInspectionConfig
-from evos_nerf.nerfstudio.model import EvosNerfactoModel, EvosNerfactoModelConfig
+from evos_nerf.nerfstudio.model import EvosNerfactoModel, EvosNerfactoModelConfig, proposal_schedule_kept
 from evos_nerf.nerfstudio.viewer import build_panel
 
 
@@ -111,13 +111,11 @@ class EvosPipeline(VanillaPipeline):
     def measure_errors(self, indices: Tensor) -> Tensor:
         """Per-ray errors of training pixels, in training mode but without gradients or side effects."""
         model = self.evos_model
-        sampler = model.proposal_sampler
-        saved = (sampler._step, sampler._steps_since_update)
         chunk = model.config.eval_num_rays_per_chunk
         errors = []
-        for start in range(0, indices.shape[0], chunk):
-            part = indices[start : start + chunk]
-            outputs = model(self.datamanager.train_ray_generator(part))
-            errors.append(model.ray_error(outputs, self.datamanager.gather_train_pixels(part)))
-        sampler._step, sampler._steps_since_update = saved
+        with proposal_schedule_kept(model.proposal_sampler):
+            for start in range(0, indices.shape[0], chunk):
+                part = indices[start : start + chunk]
+                outputs = model(self.datamanager.train_ray_generator(part))
+                errors.append(model.ray_error(outputs, self.datamanager.gather_train_pixels(part)))
         return torch.cat(errors)
