@@ -12,6 +12,8 @@ Runs are bit-reproducible at a fixed thread count (``--threads``, default 1): th
 threads rounds differently, and training amplifies that (fern seed 1's uniform: 0.001 dB apart at
 step 240, 0.02 dB at the end; EVOS variants, whose pixel ranking turns on tiny error differences,
 0.1-0.17 dB at step 240). The report records threads, host and kernel ISA of every part.
+Evaluations leave training alone (``evos_nerf.nerfstudio.model.proposal_schedule_kept``), so a run
+does not depend on when it was evaluated; result files record it, as runs before did not.
 Writes ``benchmarks/nerf_<preset>.md`` and ``.json`` and prints the same tables.
 """
 
@@ -128,6 +130,8 @@ class Run:
     """Empty: trained on this machine (the file's header names it; a merge keeps each run's part's)."""
     test_images: Optional[int] = None
     """Scored on the first N test views (None: all)."""
+    renders_keep_training: bool = True
+    """Its evaluations left training alone (every run trained now; a merge keeps each run's own)."""
 
 
 def current_rng_state() -> Dict[str, Any]:
@@ -617,7 +621,8 @@ def write_results(runs: List[Run], preset: Dict[str, Any], budget: Budget, seeds
         "streams_as_seeds": args.streams_as_seeds, "colour_corrected": args.colour_corrected,
         "runs": [{"scene": r.scene, "strategy": r.strategy, "seed": r.seed, "history": r.history,
                   **({"process": r.process} if r.process else {}),
-                  **({"host": r.host} if r.host else {}), "test_images": r.test_images} for r in trained],
+                  **({"host": r.host} if r.host else {}), "test_images": r.test_images,
+                  "renders_keep_training": r.renders_keep_training} for r in trained],
     })
     nerf_report.plot(runs, args.out / f"{stem}.png", f"NeRF benchmark {preset['name']}: test PSNR / SSIM (mean over seeds)")
     if final and preset.get("summary_json"):

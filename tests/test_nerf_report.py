@@ -453,3 +453,21 @@ def test_median_intervals_list_every_sampler_but_uniform_that_ran_two_seeds_or_m
     assert "| s | evos:step | 2 | 2 | 0.60x | 0.60x to 0.60x |" in text
     assert "uniform" not in text.split("|---|")[-1] and "topk" not in text
     assert report.median_intervals({"s|topk": summary["s|topk"]}) == []
+
+
+def test_a_run_whose_evaluations_touched_training_where_its_uniforms_did_not_is_named():
+    """Before evaluations kept nerfacto's proposal-update schedule, each one changed the training after it:
+    a part trained since then shares its random numbers with an older uniform run only up to its first evaluation."""
+    report = load_script("nerf_report")
+    history = [{"step": s, "train_seconds": float(s), "psnr": p, "ssim": 0.5, "selection_seconds": 0.0,
+                "refresh_seconds": 0.0} for s, p in ((500, 19.0), (1000, 20.0))]
+    old = {"budget": {"steps": 1000}, "runs": [{"scene": "s", "strategy": "uniform", "seed": 0, "history": history}]}
+    new = {"budget": {"steps": 1000}, "runs": [{"scene": "s", "strategy": "evos:step", "seed": 0, "history": history,
+                                                  "renders_keep_training": True}]}
+    runs = report.measured_runs(old, "old.json") + report.measured_runs(new, "new.json")
+    assert [r.renders_keep_training for r in runs] == [False, True]  # not recorded: from before the change
+    text = "\n".join(report.checks(report.summarise(runs)))
+    assert ("evos:step seed(s) 0 trained on the other side of the change that keeps evaluations from touching training "
+            "than their uniform run") in text
+    assert "trained on the other side" not in "\n".join(report.checks(report.summarise(report.measured_runs(new, "n") + [
+        report.MeasuredRun("s", "uniform", 0, history, "u", renders_keep_training=True)])))
