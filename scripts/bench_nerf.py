@@ -508,8 +508,9 @@ def evaluation_steps(steps: int, evals: int) -> List[int]:
     """``evals`` evenly spaced evaluations, plus one at three quarters of the budget.
 
     The convergence check reads uniform's PSNR there. Interpolated between the neighbouring
-    evaluations instead (720 and 960 of 1200 steps at five), it read the chord of a concave curve,
-    which lies below the curve, so it overstated the last quarter's rise."""
+    evaluations instead (720 and 960 of 1200 steps at five), it was off by -0.02 to +0.08 dB on
+    lego_100 seeds 8, 11 and 12: test PSNR is not smooth between evaluations, and the check's
+    margin is 0.2 dB."""
     return sorted({steps * k // evals for k in range(1, evals + 1)} | {3 * steps // 4})
 
 

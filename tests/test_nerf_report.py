@@ -13,17 +13,17 @@ def _row(strategy, ratios, psnr, ssim):
             "ssim_equal_time": [ssim], "overhead": [0.01], "refresh": [0.005]}
 
 
-def test_a_plateau_read_between_evaluations_is_said_to_overstate_the_rise():
-    """A concave curve's chord lies below it: between 720 and 960 the rise read at 900 is too large."""
+def test_a_plateau_read_between_evaluations_is_said_to_be_interpolated():
+    """lego_100 seed 11 (benchmarks/real_rays): interpolated between 720 and 960 its rise read +0.23 dB, measured +0.15."""
     report = load_script("nerf_report")
     chord = [{"step": s, "psnr": p} for s, p in ((720, 24.59), (960, 24.86), (1200, 25.02))]
-    measured = sorted(chord + [{"step": 900, "psnr": 24.85}], key=lambda h: h["step"])
-    assert report.plateau_rise(chord) == pytest.approx(0.2275) and report.plateau_rise(measured) == pytest.approx(0.17)
+    measured = sorted(chord + [{"step": 900, "psnr": 24.87}], key=lambda h: h["step"])
+    assert report.plateau_rise(chord) == pytest.approx(0.2275) and report.plateau_rise(measured) == pytest.approx(0.15)
     assert report.plateau_read_between_evaluations(chord) and not report.plateau_read_between_evaluations(measured)
-    summary = {"s|uniform": {**_row("uniform", [1.0, 1.0], 20.0, 0.5), "plateau_rise": [0.2275, 0.17],
+    summary = {"s|uniform": {**_row("uniform", [1.0, 1.0], 20.0, 0.5), "plateau_rise": [0.2275, 0.15],
                              "plateau_interpolated": [True, False]}, "s|evos:step": _row("evos:step", [0.6], 20.4, 0.51)}
     assert ("uniform plateau: PSNR rose +0.23 dB over the last quarter (max over seeds; converged if < 0.2 dB: NO; "
-            "read between evaluations on 1 of 2 seeds, which overstates a concave curve's rise)") in "\n".join(report.checks(summary))
+            "interpolated between evaluations on 1 of 2 seeds, off by up to 0.08 dB where measured)") in "\n".join(report.checks(summary))
 
 
 def test_checks_judge_every_evos_row_against_uniform_and_the_fastest_baseline():
