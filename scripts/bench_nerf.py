@@ -511,7 +511,7 @@ def evaluation_steps(steps: int, evals: int) -> List[int]:
     evaluations instead (720 and 960 of 1200 steps at five), it was off by -0.02 to +0.08 dB on
     lego_100 seeds 8, 11 and 12: test PSNR is not smooth between evaluations, and the check's
     margin is 0.2 dB."""
-    return sorted({steps * k // evals for k in range(1, evals + 1)} | {3 * steps // 4})
+    return sorted({steps * k // evals for k in range(1, evals + 1)} | {int(nerf_report.plateau_step(steps))})
 
 
 def preset_budget(preset: Dict[str, Any], steps: Optional[int] = None, rays: Optional[int] = None) -> Budget:
