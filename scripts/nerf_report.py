@@ -397,7 +397,7 @@ def checks(summary: Dict[str, Dict[str, Any]]) -> List[str]:
                          f"converged if < 0.2 dB: {'yes' if rise < 0.2 else 'NO'}{between}).")
         baseline_rows = [row for row in summary.values() if row["scene"] == scene and split_stream(row["strategy"])[0] in BASELINES]
         baseline_rows.sort(key=lambda row: (split_stream(row["strategy"])[1] is not None, BASELINES.index(split_stream(row["strategy"])[0])))
-        lines += _other_host_lines([*baseline_rows, *mine_rows])  # once per scene, not once per row
+        lines += _common_random_number_lines([*baseline_rows, *mine_rows])  # once per scene, not once per row
         for mine in mine_rows:
             # A run on selection stream N is judged against uniform and the baselines on stream N
             # (its step ratios are already uniform-on-N's; see same_stream_uniform).
@@ -418,7 +418,7 @@ def _flagged_seeds(rows: Sequence[Dict[str, Any]], key: str) -> str:
     return "; ".join(moved)
 
 
-def _other_host_lines(rows: Sequence[Dict[str, Any]]) -> List[str]:
+def _common_random_number_lines(rows: Sequence[Dict[str, Any]]) -> List[str]:
     """One line naming every row's seeds that trained on another CPU than their uniform run, and one
     for those whose evaluations touched training where uniform's did not (or the reverse): each caveat
     is the same for every sampler, so it is said once per scene."""
