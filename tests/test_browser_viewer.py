@@ -164,6 +164,10 @@ def test_evos_panel_in_headless_chromium(tmp_path):
             process.kill()
             process.wait()
     assert output.index(PAUSED_ON) < output.index(PAUSED_OFF)
+    # r0 = 1/3 lies off the sliders' 0.01 grid: loading the page, rendering and the clicks above
+    # must never send it back rounded (0.33 would silently change the run's selection).
+    sent = [line for line in output.splitlines() if "EVOS viewer: ratio set to" in line or "EVOS viewer: mutation set to" in line]
+    assert not sent, f"the page changed a ratio nobody touched: {sent}"
     images = tensorboard_images(tmp_path / "out" / "tiny" / "evos-nerf-blender" / "run")
     assert {"EVOS/fitness/camera_00000", "EVOS/selection_count/camera_00007", "EVOS/fitness_histogram"} <= images
 
