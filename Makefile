@@ -1,5 +1,6 @@
-# Two entry points, each sets up .venv first (scripts/setup.sh); `make test` also installs
-# headless Chromium when it is missing (the viewer's browser test needs it and never skips).
+# Two entry points, each sets up .venv first (scripts/setup.sh); `make test` also installs the
+# system packages the tests need when missing: headless Chromium (the viewer's browser test never
+# skips) and libusb-1.0 (open3d, which every ns-export command imports).
 .PHONY: setup demo demo-image test
 
 setup:
@@ -16,5 +17,5 @@ demo-image: setup
 		--iterations 500 --strategies evos full uniform --out outputs/demo
 
 test:
-	bash scripts/setup.sh --browser
+	bash scripts/setup.sh --system
 	.venv/bin/python -m pytest -q

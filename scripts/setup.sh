@@ -2,18 +2,20 @@
 # Create .venv and install the project with its test extras. Re-running is cheap: it reinstalls
 # only when pyproject.toml changed since the last successful install.
 #
-#   scripts/setup.sh             what `make demo` needs
-#   scripts/setup.sh --browser   also headless Chromium, which the viewer's browser test drives
-#                                (`make test`); installed with apt-get when missing, through sudo
-#                                when not root. CHROMIUM=/path/to/chrome uses another browser.
+#   scripts/setup.sh            what `make demo` needs
+#   scripts/setup.sh --system   also the system packages the tests need (`make test`), each with
+#                               apt-get when missing, through sudo when not root: headless Chromium,
+#                               which the viewer's browser test drives (CHROMIUM=/path/to/chrome uses
+#                               another browser), and libusb-1.0, without which open3d, and so every
+#                               `ns-export` command, fails to import. `--browser` is its old name.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
-browser=0
+system=0
 for arg in "$@"; do
   case "$arg" in
-    --browser) browser=1 ;;
-    *) echo "usage: scripts/setup.sh [--browser]" >&2; exit 2 ;;
+    --system|--browser) system=1 ;;
+    *) echo "usage: scripts/setup.sh [--system]" >&2; exit 2 ;;
   esac
 done
 
@@ -45,15 +47,29 @@ have_browser() {
     || command -v google-chrome >/dev/null 2>&1
 }
 
-if [ "$browser" = 1 ] && ! have_browser; then
+# open3d's wheel links libusb-1.0 and nerfstudio's exporter imports open3d at load, so without it
+# `ns-export` stops at "libusb-1.0.so.0: cannot open shared object file". Asked of the loader itself.
+have_libusb() {
+  .venv/bin/python -c "import ctypes; ctypes.CDLL('libusb-1.0.so.0')" >/dev/null 2>&1
+}
+
+missing=()
+if [ "$system" = 1 ]; then
+  have_browser || missing+=(chromium)
+  have_libusb || missing+=(libusb-1.0-0)
+elif ! have_libusb; then
+  echo "note: ns-export needs libusb-1.0 (open3d links it): install Debian's libusb-1.0-0," \
+       "or run scripts/setup.sh --system" >&2
+fi
+if [ "${#missing[@]}" -gt 0 ]; then
   if ! command -v apt-get >/dev/null 2>&1; then
-    echo "error: the viewer's browser test needs Chromium and there is no apt-get here to install it:" \
-         "install chromium, or set CHROMIUM=/path/to/chrome" >&2
+    echo "error: the tests need ${missing[*]} and there is no apt-get here to install them:" \
+         "install them, or for Chromium set CHROMIUM=/path/to/chrome" >&2
     exit 1
   fi
   SUDO=""
   if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
-  echo "installing Chromium (Debian package 'chromium') for the viewer's browser test"
+  echo "installing ${missing[*]} (Debian packages) for the viewer's browser test and ns-export"
   $SUDO apt-get update -q
-  $SUDO apt-get install -y -q --no-install-recommends chromium
+  $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi

@@ -1,4 +1,5 @@
-"""`ns-train evos-nerf` as users run it: registration, end-to-end training, resume, ns-eval, bad input."""
+"""`ns-train evos-nerf` as users run it: registration, end-to-end training, resume, ns-eval, ns-render,
+ns-export, bad input."""
 
 import json
 import shutil
@@ -213,14 +214,46 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["nerfstudio_models"]  # no temporary left behind
 
 
-@pytest.mark.slow
-def test_nerfstudio_data_scene_trains_with_the_default_method(scene, tmp_path):
-    data = as_nerfstudio_data(scene, tmp_path / "ns_scene")
-    args = train_args(data, tmp_path / "out", 6)
+@pytest.fixture(scope="module")
+def capture_run(scene, tmp_path_factory) -> tuple:
+    """`ns-train evos-nerf` (the real-capture method) on the scene re-described as a capture."""
+    tmp = tmp_path_factory.mktemp("capture")
+    data = as_nerfstudio_data(scene, tmp / "ns_scene")
+    args = train_args(data, tmp / "out", 6)
     args[0] = "evos-nerf"
-    out = ns("ns-train", args + ["nerfstudio-data", "--downscale-factor", "1"], tmp_path)
+    out = ns("ns-train", args + ["nerfstudio-data", "--downscale-factor", "1"], tmp)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "EVOS fitness store: 8 images" in out.stdout  # every 8th of 10 frames held out (0 and 8)
+    return tmp / "out" / "tiny" / "evos-nerf" / "run", out.stdout
+
+
+@pytest.mark.slow
+def test_nerfstudio_data_scene_trains_with_the_default_method(capture_run):
+    _, stdout = capture_run
+    assert "EVOS fitness store: 8 images" in stdout  # every 8th of 10 frames held out (0 and 8)
+
+
+@pytest.mark.slow
+def test_ns_render_and_ns_export_work_on_the_run(capture_run, tmp_path):
+    """What users do with a trained capture next: render its held-out views and export a point cloud."""
+    run, _ = capture_run
+    config = str(run / "config.yml")
+    rendered = ns("ns-render", ["dataset", "--load-config", config, "--output-path", str(tmp_path / "renders"),
+                                "--split", "test", "--rendered-output-names", "rgb"], tmp_path)
+    assert rendered.returncode == 0, rendered.stderr[-3000:]
+    frames = sorted(p for p in (tmp_path / "renders" / "test" / "rgb").rglob("*") if p.is_file())
+    assert len(frames) == 2, frames  # the two held-out frames
+    for frame in frames:
+        with Image.open(frame) as img:
+            assert img.size == (32, 32)
+
+    # open3d, which ns-export imports, needs libusb-1.0: `make test` installs it (scripts/setup.sh --system).
+    exported = ns("ns-export", ["pointcloud", "--load-config", config, "--output-dir", str(tmp_path / "export"),
+                                "--num-points", "1000", "--remove-outliers", "False", "--normal-method", "open3d"],
+                  tmp_path)
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    header = (tmp_path / "export" / "point_cloud.ply").read_bytes()[:400].decode("ascii", "replace")
+    vertices = int(header.split("element vertex ")[1].split()[0])
+    assert vertices >= 1000
 
 
 @pytest.mark.parametrize("occlusion", [None, 0.1])
