@@ -68,7 +68,14 @@ if [ "${#missing[@]}" -gt 0 ]; then
     exit 1
   fi
   SUDO=""
-  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+  if [ "$(id -u)" -ne 0 ]; then
+    if ! command -v sudo >/dev/null 2>&1; then
+      echo "error: the tests need ${missing[*]}; installing them takes root, and there is no sudo here:" \
+           "run 'apt-get install ${missing[*]}' as root" >&2
+      exit 1
+    fi
+    SUDO="sudo"
+  fi
   echo "installing ${missing[*]} (Debian packages) for the viewer's browser test and ns-export"
   $SUDO apt-get update -q
   $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"

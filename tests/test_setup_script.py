@@ -38,7 +38,7 @@ def installed_copy(tmp_path: Path, libusb: bool) -> Path:
 
 
 def run_setup(tmp_path: Path, uid: int, *args: str, apt: bool = True, libusb: bool = True,
-              chromium: str = "") -> subprocess.CompletedProcess:
+              chromium: str = "", sudo: bool = True) -> subprocess.CompletedProcess:
     repo = installed_copy(tmp_path, libusb)
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -46,7 +46,8 @@ def run_setup(tmp_path: Path, uid: int, *args: str, apt: bool = True, libusb: bo
         os.symlink(shutil.which(tool), bin_dir / tool)
     log = tmp_path / "calls.log"
     stub(bin_dir, "id", f'[ "$1" = "-u" ] && echo {uid} || echo "uid={uid}"')
-    stub(bin_dir, "sudo", f'echo "sudo $*" >> {log}; "$@"')
+    if sudo:
+        stub(bin_dir, "sudo", f'echo "sudo $*" >> {log}; "$@"')
     if apt:
         stub(bin_dir, "apt-get", f'echo "apt-get $*" >> {log}')
     env = {"PATH": str(bin_dir), "HOME": str(tmp_path), **({"CHROMIUM": chromium} if chromium else {})}
@@ -103,6 +104,12 @@ def test_without_apt_get_it_stops_and_says_what_to_install(tmp_path):
     assert out.returncode != 0
     assert "error: the tests need chromium libusb-1.0-0 and there is no apt-get here" in out.stderr
     assert "CHROMIUM=" in out.stderr
+
+
+def test_without_root_or_sudo_it_stops_and_says_what_to_run_as_root(tmp_path):
+    out = run_setup(tmp_path, 1000, "--system", sudo=False)
+    assert out.returncode == 1 and calls(tmp_path) == []
+    assert "there is no sudo here: run 'apt-get install chromium' as root" in out.stderr
 
 
 def test_ci_runs_the_readme_test_command():
