@@ -62,9 +62,11 @@ def rank_pixel_mask(
     crossover_prior: CrossoverPrior = "edges",
     shrinkage: float = 0.0,
     evidence: Optional[ViewBlocks] = None,
+    trim: int = 0,
 ) -> Tuple[Tensor, float]:
     """The pool as a [P] bool mask (what it keeps; listing the members would cost a pass), and the
-    crossover balance p (nan for rankings without crossover). Masked pixels never enter.
+    crossover balance p (nan for rankings without crossover). Masked pixels never enter. ``trim``
+    (evos without crossover): the pool is the ``pool_size`` fittest after the ``trim`` fittest.
 
     Each top-k is a sampled threshold and one pass (``evos_nerf.core.threshold``): the same set as a
     full top-k up to ties, which are broken uniformly at random with ``generator``.
@@ -79,12 +81,14 @@ def rank_pixel_mask(
             score[start:end].masked_fill_(torch.isnan(store.fitness[start:end]), -math.inf)
         return top_k_mask(score, pool_size, generator=generator), math.nan
     with_edges = ranking == "evos" and crossover_method != "none"
+    if trim > 0 and with_edges:
+        raise ValueError("a trimmed pool is defined for a ranking without crossover")
     e, hf, sums = store.ranking_scores(
         stale_correction and ranking == "evos", reduce_sum, unvisited_prior, prior_block, with_edges, fitness,
         crossover_prior, shrinkage if ranking == "evos" else 0.0, evidence,
     )
     if ranking == "topk" or hf is None:
-        return top_k_mask(e, pool_size, generator=generator), math.nan
+        return trimmed_top_k_mask(e, pool_size, trim if ranking == "evos" else 0, generator), math.nan
     # EVOS Eq. 5 over valid pixels only (of every shard: p is the same on all ranks).
     totals = reduce_sum(torch.tensor(sums, dtype=torch.float64))
     p = float(totals[0]) / max(float(totals[0] + totals[1]), 1e-30)
@@ -95,6 +99,18 @@ def rank_pixel_mask(
     if crossover_method != "select":
         raise ValueError(f"unknown crossover method {crossover_method!r}")
     return unordered_crossover_mask(e, hf, pool_size, p, generator).chosen, p
+
+
+def trimmed_top_k_mask(score: Tensor, k: int, trim: int, generator: torch.Generator) -> Tensor:
+    """The ``k`` largest scores after the ``trim`` largest: ranks trim + 1 to trim + k.
+
+    The trimmed set is chosen first and the pool among the rest, so that ties (every never-visited
+    pixel of a block shares its block's estimate) cannot put a pixel in both.
+    """
+    if trim <= 0:
+        return top_k_mask(score, k, generator=generator)
+    rest = top_k_mask(score, trim, generator=generator).logical_not_()
+    return top_k_mask(score, k, within=rest, generator=generator, out=rest)
 
 
 def _staleness(store: FitnessStore) -> Tensor:

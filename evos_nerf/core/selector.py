@@ -137,6 +137,14 @@ class SelectorConfig:
     """Pseudo-observations k at a visited pixel's prior (its block's estimate with the neighbourhood
     prior, the global mean with the mean prior) blended with its one cached error: (e + k B) / (1 + k).
     0 ranks each visited pixel by its own error (the paper); evos only."""
+    pool_trim: float = 0.0
+    """evos: share of the valid pixels at the very top of the ranking left out of the pool. They stay
+    among the pixels mutants are drawn from, so they are trained at the mutants' near-uniform rate,
+    not starved. A trimmed ranking in the spirit of RobustNeRF (Sabour et al., CVPR 2023), whose
+    trimmed least squares drops the highest residuals as outliers: on a real capture the very top of
+    the error is where blur, pose error and transient objects sit, which training cannot take away,
+    and an error-ranked pool spends its density there. 0 keeps the fittest (the paper). Needs
+    ``crossover`` none (the crossover's two parents have no single top to trim)."""
     refresh_budget: Optional[int] = None
     """Rays re-measured (no-grad) at each key iteration: the stalest members of the pool. None: one
     training batch, so the cost stays a fixed share of training whatever the batch size."""
@@ -220,6 +228,11 @@ class SelectorConfig:
         if self.crossview_occlusion is not None and self.unvisited_prior not in CROSSVIEW_PRIORS:
             raise UserInputError(f"{prefix}crossview-occlusion needs {prefix}unvisited-prior crossview or crossview-pooled, "
                                  f"got {self.unvisited_prior}")
+        if not (0.0 <= self.pool_trim < 1.0):
+            raise UserInputError(f"{prefix}pool-trim must be in [0, 1), got {self.pool_trim}")
+        if self.pool_trim > 0 and (self.strategy != "evos" or self.crossover != "none"):
+            raise UserInputError(f"{prefix}pool-trim needs {prefix}strategy evos and {prefix}crossover none "
+                                 f"(got {self.strategy}, crossover {self.crossover})")
         if self.mutation_control == "live" and self.strategy != "evos":
             raise UserInputError(f"{prefix}mutation-control live needs {prefix}strategy evos (the strategy with "
                                  f"mutants), got {self.strategy}")
@@ -504,7 +517,7 @@ class RaySelector(nn.Module):
             members, self.balance = rank_pixel_mask(
                 store, pool_size, c.strategy, self.generator, c.crossover, c.stale_correction,
                 c.unvisited_prior, c.neighbourhood_prior, self.comm.all_reduce_sum, c.fitness, c.crossover_prior, c.shrinkage,
-                evidence,
+                evidence, round(c.pool_trim * store.num_valid),
             )
             self._set_pool(CandidatePool(store, members))
             self.pool_ratio = self.controls.ratio
