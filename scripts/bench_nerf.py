@@ -204,7 +204,7 @@ NUMERIC_VARIANTS = {
     "ratio": "ratio", "mutation": "mutation", "sm-alpha": "softmining_alpha", "sm-uniform": "softmining_uniform",
     "sm-warmup": "softmining_warmup", "interval": "init_interval", "end-interval": "end_interval",
     "refresh": "refresh_budget", "block": "prior_block", "levels": "prior_levels", "ucb": "prior_bonus",
-    "uniform-start": "uniform_start", "trim": "pool_trim", nerf_report.STREAM_VARIANT: "seed",
+    "uniform-start": "uniform_start", "trim": "pool_trim", "trim-start": "pool_trim_start", nerf_report.STREAM_VARIANT: "seed",
 }
 """Suffixes with a value: ``evos:ratio=0.3``, ``softmining:sm-alpha=0`` (sampling without the weights),
 ``evos:constant+mutation=0.25`` (alpha, the batch's mutant share at r0, halved; the survivors are
@@ -215,7 +215,7 @@ keeps the default's top 25% with a quarter mutants), ``softmining:sm-warmup=60``
 as many rays per step as the default), ``evos:step+block=32`` (the neighbourhood prior's block
 size), ``evos:step+block=4+levels=3`` (a 4 / 8 / 16 px hierarchy of blocks), ``evos:step+block=8+fitted-prior``
 (its strength fitted per image and level), ``evos:step+trim=0.05`` (the pool after the top 5%,
-``pool_trim``), ``evos:step+fitted-prior+ucb=1`` (never-visited pixels
+``pool_trim``; ``+trim-start=0.5`` from half-way through the run), ``evos:step+fitted-prior+ucb=1`` (never-visited pixels
 ranked one posterior standard deviation above their block's estimate), ``evos:step+sel-seed=1001``
 (the default on another selection stream, the same model, data and seed otherwise: how far the
 choice of pixels alone moves a result, the yardstick for every ablation). A setting whose default

@@ -222,6 +222,8 @@ def test_valued_variants_set_their_sampler_setting_and_unknown_ones_are_refused(
     assert upper.pipeline.datamanager.pixel_sampler.mutation_control == "live"
     bench.strategy_overrides("evos:step+trim=0.05", upper)
     assert upper.pipeline.datamanager.pixel_sampler.pool_trim == 0.05
+    bench.strategy_overrides("evos:step+trim=0.05+trim-start=0.5", upper)
+    assert upper.pipeline.datamanager.pixel_sampler.pool_trim_start == 0.5
     with pytest.raises(ValueError, match="unknown strategy variant 'alpha=0'"):
         bench.strategy_overrides("softmining:alpha=0", evos_nerf_config())
     # Three strategies quoted into one argument: refused, where it used to train uniform under that name.

@@ -79,3 +79,32 @@ def test_out_of_range_or_unsupported_trims_name_the_flag():
     with pytest.raises(UserInputError, match="pool-trim needs .*crossover none"):
         SelectorConfig(crossover="select", pool_trim=0.05).validate()
     SelectorConfig(pool_trim=0.05).validate()
+
+
+def test_the_trim_starts_at_its_share_of_the_run():
+    """``pool-trim-start 0.5`` over 200 steps: the hard tenth is in the pool at every ranking before
+    step 100 and out of it from the first ranking at or after it (key iterations every 10 steps)."""
+    hard = P // 10
+    base = torch.full((P,), 0.1)
+    base[:hard] = 1.0
+    scene = Scene(base, learns=False)
+    selector = make(batch=64, total=200, pool_trim=0.1, pool_trim_start=0.5, ratio=0.5, mutation=0.5)
+    held = {}
+    for step in range(120):
+        selector.maybe_evolve(step, scene.measure)
+        if selector.pool is not None and step % 10 == 9:
+            held[step] = int(selector.pool.contains(torch.arange(hard)).sum())
+        selection = selector.select()
+        selector.observe(selection.flat, scene.train(selection.flat), step)
+    assert [step for step in held if step < 100 and held[step] < hard] == []  # trained at the pool's density
+    assert [held[step] for step in held if step >= 100] == [0, 0]  # trimmed, left to the mutants
+    assert not selector.trims(99) and selector.trims(100)
+
+
+def test_a_trim_start_out_of_range_or_without_a_trim_names_the_flag():
+    for bad in (-0.1, 1.0, math.nan):
+        with pytest.raises(UserInputError, match="pool-trim-start must be in"):
+            SelectorConfig(pool_trim=0.05, pool_trim_start=bad).validate()
+    with pytest.raises(UserInputError, match="pool-trim-start needs .*pool-trim > 0"):
+        SelectorConfig(pool_trim_start=0.5).validate()
+    SelectorConfig(pool_trim=0.05, pool_trim_start=0.5).validate()
