@@ -604,7 +604,7 @@ def write_results(runs: List[Run], preset: Dict[str, Any], budget: Budget, seeds
               f"![curves]({stem}.png)")
     text = "\n".join([header, "", *nerf_report.table(summary), *nerf_report.checks(summary), *nerf_report.paired_with_uniform(runs),
                       *nerf_report.head_to_head(summary), *nerf_report.median_intervals(summary), *nerf_report.gap_to_uniform(runs),
-                      *nerf_report.gap_to_uniform(runs, views="train"), *nerf_report.halfway_lead(runs),
+                      *nerf_report.gap_to_uniform(runs, views="train"), *nerf_report.gap_per_view(runs), *nerf_report.halfway_lead(runs),
                       *nerf_report.curves(runs)])
     table = Table(title=f"NeRF benchmark ({preset['name']})")
     for col in ("scene", "strategy", "test PSNR", "SSIM", "train s", "to uniform's final (time)", "(steps)"):

@@ -313,6 +313,25 @@ def test_gap_to_uniform_pairs_each_seed_with_its_own_uniform_at_every_common_ste
     assert report.gap_to_uniform(runs, views="train") == []  # no run scored its training views
 
 
+def test_the_per_view_gap_pairs_each_view_with_uniforms_same_view_on_the_same_seed():
+    report = load_script("nerf_report")
+
+    def run(strategy, seed, psnr, ssim):  # per-view scores at the end
+        return report.MeasuredRun("s", strategy, seed, [{"step": 100, "train_seconds": 1.0, "psnr": sum(psnr) / 2,
+                                                         "ssim": sum(ssim) / 2, "view_psnr": psnr, "view_ssim": ssim}])
+
+    runs = [run("uniform", 0, [20.0, 22.0], [0.50, 0.60]), run("uniform", 1, [21.0, 23.0], [0.55, 0.65]),
+            run("evos", 0, [20.4, 21.8], [0.51, 0.58]), run("evos", 1, [21.2, 23.0], [0.54, 0.66]),
+            run("topk", 2, [30.0, 30.0], [0.9, 0.9])]  # no uniform of seed 2: left out
+    text = "\n".join(report.gap_per_view(runs))
+    assert "| strategy | seeds | view 1 | view 2 |" in text
+    assert "| evos | 2 | +0.30 / +0.000 (1) | -0.10 / -0.005 (1) |" in text
+    assert "topk" not in text
+    # Runs without per-view scores (parts from before they were kept) print nothing.
+    assert report.gap_per_view([report.MeasuredRun("s", s, 0, [{"step": 100, "psnr": 20.0, "ssim": 0.5}])
+                                for s in ("uniform", "evos")]) == []
+
+
 def test_the_training_view_gap_reads_the_training_view_scores():
     report = load_script("nerf_report")
 
