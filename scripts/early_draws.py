@@ -11,7 +11,10 @@ evaluation), scores the preset's test views and prints, per strategy:
 * test PSNR / SSIM at ``--until`` and each view's PSNR;
 * how concentrated its draws were before and after its first ranking (step 100): the spread of
   rays over images (coefficient of variation of the per-image counts) and the share of rays that
-  fell in the busiest tenth of the 16 px blocks it touched.
+  fell in the busiest tenth of the 16 px blocks it touched;
+* with ``--per-image``, each training image's rays over the whole run, as a multiple of the first
+  strategy's (uniform's) on that image, in file-name order: where along a capture's path a
+  sampler moves its batch, next to the held-out views that lose or gain.
 
 On fox a run's end result is decided in its first hundred batches (benchmarks/README.md, "What
 decides Soft Mining's fox runs"). Whether a sampler lands a better run by drawing a different
@@ -47,6 +50,8 @@ class Args:
     first_ranking: int = 100
     """Split the draws here: before and after the step at which EVOS and hard mining first rank."""
     block: int = 16
+    per_image: bool = False
+    """Also print each training image's rays, over every step trained, against the first strategy's."""
     preset: str = "real"
     shared: Path = bench_nerf.ROOT.parent / "shared" / "data"
     work: Path = Path("/tmp/evos-early-draws")
@@ -112,7 +117,34 @@ def main(args: Args) -> None:
                       " / ".join("-" if c is None else f"{c[0]:.3f}" for c in cells),
                       " / ".join("-" if c is None else f"{100 * c[1]:.1f}%" for c in cells))
     console.print(table)
+    if args.per_image:
+        console.print(per_image_table(group, draws))
 
+
+def per_image_table(group, draws: Dict[str, List[Tuple[int, torch.Tensor]]]) -> Table:
+    """Rays per training image over the run, against the first strategy's (see ``per_image_rows``)."""
+    store = group[0].trainer.pipeline.datamanager.selector.store
+    names = [Path(n).name for n in group[0].trainer.pipeline.datamanager.train_dataset.image_filenames]
+    counts = {run.strategy: torch.bincount(store.unflatten(torch.cat([f for _, f in draws[run.strategy]]))[:, 0],
+                                           minlength=len(names)) for run in group}
+    first = group[0].strategy
+    table = Table(title=f"rays per training image, against {first}")
+    for column in ("image", first, *(f"{run.strategy} / {first}" for run in group[1:])):
+        table.add_column(column)
+    for row in per_image_rows(counts, names):
+        table.add_row(*row)
+    return table
+
+
+def per_image_rows(counts: Dict[str, torch.Tensor], names: List[str]) -> List[List[str]]:
+    """One row per image: its name, the first strategy's ray count, and each other strategy's count
+    as a multiple of it (1.00 where it draws as the first one does; "-" where the first drew none)."""
+    first, *others = counts
+    rows = []
+    for camera, name in enumerate(names):
+        base = int(counts[first][camera])
+        rows.append([name, str(base), *(f"{int(counts[o][camera]) / base:.2f}" if base else "-" for o in others)])
+    return rows
 
 if __name__ == "__main__":
     main(tyro.cli(Args))

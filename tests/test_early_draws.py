@@ -21,3 +21,10 @@ def test_concentration_measures_the_spread_over_images_and_the_busiest_tenth_of_
     even = torch.tensor([[0, 16 * (k // 10), 16 * (k % 10)] for k in range(100)])
     spread, busiest = early.concentration(even, num_cameras=1, block=16)
     assert math.isclose(busiest, 0.1) and spread == 0.0  # one image: nothing to spread over
+
+
+def test_per_image_rows_give_each_strategys_rays_as_a_multiple_of_the_first_ones():
+    early = load_script("early_draws")
+    counts = {"uniform": torch.tensor([10, 10, 0]), "evos": torch.tensor([5, 20, 3])}
+    assert early.per_image_rows(counts, ["a.jpg", "b.jpg", "c.jpg"]) == [
+        ["a.jpg", "10", "0.50"], ["b.jpg", "10", "2.00"], ["c.jpg", "0", "-"]]
