@@ -61,12 +61,17 @@ def concentration(cyx: torch.Tensor, num_cameras: int, block: int = 16) -> Tuple
     """(coefficient of variation of rays per image over all ``num_cameras`` images, share of rays in
     the busiest tenth of the ``block`` px blocks that were drawn at all). Uniform draws give about
     sqrt(images / rays) and a little over a tenth; draws piled onto some images or regions, more."""
-    per_image = torch.bincount(cyx[:, 0], minlength=num_cameras).double()
+    per_image = rays_per_image(cyx, num_cameras).double()
     spread = float(per_image.std() / per_image.mean()) if num_cameras > 1 else 0.0
     keys = (cyx[:, 0] * (cyx[:, 1].max() // block + 1) + cyx[:, 1] // block) * (cyx[:, 2].max() // block + 1) + cyx[:, 2] // block
     counts = torch.unique(keys, return_counts=True)[1].sort(descending=True).values.double()
     busiest = counts[: max(1, counts.numel() // 10)]
     return spread, float(busiest.sum() / counts.sum())
+
+
+def rays_per_image(cyx: torch.Tensor, num_cameras: int) -> torch.Tensor:
+    """How many of the drawn rays (``[R, 3]`` camera, y, x) fell on each of ``num_cameras`` images."""
+    return torch.bincount(cyx[:, 0], minlength=num_cameras)
 
 
 def record_draws(run) -> List[Tuple[int, torch.Tensor]]:
@@ -125,8 +130,8 @@ def per_image_table(group, draws: Dict[str, List[Tuple[int, torch.Tensor]]]) -> 
     """Rays per training image over the run, against the first strategy's (see ``per_image_rows``)."""
     store = group[0].trainer.pipeline.datamanager.selector.store
     names = [Path(n).name for n in group[0].trainer.pipeline.datamanager.train_dataset.image_filenames]
-    counts = {run.strategy: torch.bincount(store.unflatten(torch.cat([f for _, f in draws[run.strategy]]))[:, 0],
-                                           minlength=len(names)) for run in group}
+    counts = {run.strategy: rays_per_image(store.unflatten(torch.cat([f for _, f in draws[run.strategy]])), len(names))
+              for run in group}
     first = group[0].strategy
     table = Table(title=f"rays per training image, against {first}")
     for column in ("image", first, *(f"{run.strategy} / {first}" for run in group[1:])):
@@ -145,6 +150,7 @@ def per_image_rows(counts: Dict[str, torch.Tensor], names: List[str]) -> List[Li
         base = int(counts[first][camera])
         rows.append([name, str(base), *(f"{int(counts[o][camera]) / base:.2f}" if base else "-" for o in others)])
     return rows
+
 
 if __name__ == "__main__":
     main(tyro.cli(Args))

@@ -288,6 +288,19 @@ def same_stream_uniform(name: str, group: Dict[str, Any]):
     return group.get(uniform_name(name)) if split_stream(name)[1] is not None else None
 
 
+def with_uniform(runs) -> List[tuple]:
+    """``(run, uniform)`` for every run but uniform's own, with uniform of its (scene, seed) on its
+    own selection stream (see :func:`same_stream_uniform` for why); runs with no such uniform run
+    are left out."""
+    by_key = {(r.scene, r.seed, r.strategy): r for r in runs}
+    pairs = []
+    for r in runs:
+        ref = by_key.get((r.scene, r.seed, uniform_name(r.strategy)))
+        if split_stream(r.strategy)[0] != "uniform" and ref is not None:
+            pairs.append((r, ref))
+    return pairs
+
+
 def colour_corrected(runs) -> List[MeasuredRun]:
     """The runs with each evaluation's PSNR replaced by its colour-corrected PSNR (``cc_psnr``: each
     test view forgiven the affine colour map that best takes its render to the photo), so that
@@ -541,8 +554,8 @@ def gap_to_uniform(runs, views: str = "test") -> List[str]:
 
 
 def gap_per_view(runs) -> List[str]:
-    """Each strategy minus uniform of the same seed on every held-out view at the end of the budget
-    (mean over seeds, and on how many seeds it is below uniform in SSIM there).
+    """Each strategy minus uniform of the same seed (and selection stream) on every held-out view at
+    the end of the budget (mean over seeds, and on how many seeds it is below uniform in SSIM there).
 
     A scene's mean over views can hide where a sampler pays: the fox preset scores a third of its
     orbit, and a deficit carried by a few views (a background seen from one side only) says
@@ -550,12 +563,12 @@ def gap_per_view(runs) -> List[str]:
     (for nerfstudio-data captures every 8th frame in file-name order: view 1 is frame 0, view 2 frame
     8, ...). No lines when no run kept its per-view scores."""
     lines = ["", "## Gap to uniform per held-out view at the end: ΔPSNR (dB) / ΔSSIM, mean over seeds (seeds below uniform in SSIM)", ""]
+    paired = with_uniform(runs)
     for scene in sorted({r.scene for r in runs}):
-        uniform = {r.seed: r.history[-1] for r in runs if r.scene == scene and r.strategy == "uniform"}
         gaps: Dict[str, List[List[tuple]]] = {}
-        for r in runs:
-            ref, end = uniform.get(r.seed), r.history[-1]
-            if (r.scene != scene or r.strategy == "uniform" or ref is None or ref["step"] != end["step"]
+        for r, uniform in paired:
+            end, ref = r.history[-1], uniform.history[-1]
+            if (r.scene != scene or ref["step"] != end["step"]
                     or "view_ssim" not in end or len(end["view_ssim"]) != len(ref.get("view_ssim", []))):
                 continue
             per_view = gaps.setdefault(r.strategy, [[] for _ in end["view_ssim"]])
@@ -595,13 +608,9 @@ def paired_with_uniform(runs) -> List[str]:
     uniform by up to 1.9 dB (fox): a mean difference whose interval holds 0 is evidence neither way,
     and the count of pairs below uniform says how often a user would end worse. Pairs are made
     within a (scene, seed) group, so the seed's own spread cancels."""
-    by_key = {(r.scene, r.seed, r.strategy): r for r in runs}
     pairs: Dict[tuple, List[tuple]] = {}
-    for r in runs:
-        if split_stream(r.strategy)[0] == "uniform":
-            continue
-        ref = by_key.get((r.scene, r.seed, uniform_name(r.strategy)))
-        if ref is None or ref.history[-1]["step"] != r.history[-1]["step"]:
+    for r, ref in with_uniform(runs):
+        if ref.history[-1]["step"] != r.history[-1]["step"]:
             continue
         end, ref_end = r.history[-1], ref.history[-1]
         pairs.setdefault((r.scene, r.strategy), []).append((end["psnr"] - ref_end["psnr"], end["ssim"] - ref_end["ssim"]))

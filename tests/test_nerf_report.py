@@ -327,6 +327,10 @@ def test_the_per_view_gap_pairs_each_view_with_uniforms_same_view_on_the_same_se
     assert "| strategy | seeds | view 1 | view 2 |" in text
     assert "| evos | 2 | +0.30 / +0.000 (1) | -0.10 / -0.005 (1) |" in text
     assert "topk" not in text
+    # A run on another selection stream is measured against uniform on that stream, never the default one.
+    streams = runs + [run("uniform:sel-seed=7", 0, [19.0, 21.0], [0.40, 0.50]), run("evos:sel-seed=7", 0, [19.5, 21.0], [0.42, 0.50])]
+    assert "| evos:sel-seed=7 | 1 | +0.50 / +0.020 (0) | +0.00 / +0.000 (0) |" in "\n".join(report.gap_per_view(streams))
+    assert "| uniform:sel-seed=7 |" not in "\n".join(report.gap_per_view(streams))
     # Runs without per-view scores (parts from before they were kept) print nothing.
     assert report.gap_per_view([report.MeasuredRun("s", s, 0, [{"step": 100, "psnr": 20.0, "ssim": 0.5}])
                                 for s in ("uniform", "evos")]) == []
