@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+import numpy as np
 import torch
 import tyro
 import yaml
@@ -80,6 +81,10 @@ class Args:
     eval_pixels: int = 0
     """Pilots only: PSNR from this many fixed random pixels per test view instead of whole images
     (about 10x cheaper at 5000; SSIM is then not measured)."""
+    renders: Optional[Path] = None
+    """Diagnostics: at the last evaluation, save each test view's render, photo and expected depth
+    under this folder (``<scene>_<strategy>_s<seed>/view<N>.npz``), so that where two samplers differ
+    on a view can be mapped (``scripts/view_diff.py``). Off in every preset."""
     train_views: int = 0
     """Also score this many training views (evenly spaced) at each evaluation, as ``train_psnr`` /
     ``train_ssim``: a sampler that fits the views it trains on at the cost of held-out views
@@ -409,9 +414,10 @@ def colour_corrected_psnr(rendered: torch.Tensor, gt: torch.Tensor) -> float:
 
 
 @contextmanager
-def per_view_scores(model, into: Dict[str, List[float]]):
+def per_view_scores(model, into: Dict[str, List[float]], renders_to: Optional[Path] = None):
     """Keep each test view's PSNR / SSIM while nerfstudio's loop averages them: a report over few
-    views can then be re-read on any subset of them (fox scores 3 of its 9 by default)."""
+    views can then be re-read on any subset of them (fox scores 3 of its 9 by default). With
+    ``renders_to``, also save each view's render, photo and depth there as ``view<N>.npz``."""
     scored = model.get_image_metrics_and_images
 
     def keep(outputs, batch):
@@ -420,6 +426,11 @@ def per_view_scores(model, into: Dict[str, List[float]]):
             into.setdefault(f"view_{key}", []).append(float(metrics[key]))
         gt, rendered = images["img"].chunk(2, dim=1)  # nerfacto lays them side by side
         into.setdefault("view_cc_psnr", []).append(colour_corrected_psnr(rendered, gt))
+        if renders_to is not None:
+            renders_to.mkdir(parents=True, exist_ok=True)
+            as_bytes = lambda image: (image.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+            np.savez_compressed(renders_to / f"view{len(into['view_psnr'])}.npz", rgb=as_bytes(rendered),
+                                gt=as_bytes(gt[..., :3]), depth=outputs["depth"].squeeze(-1).half().cpu().numpy())
         return metrics, images
 
     model.get_image_metrics_and_images = keep
@@ -429,13 +440,13 @@ def per_view_scores(model, into: Dict[str, List[float]]):
         del model.get_image_metrics_and_images  # the class's method again
 
 
-def evaluate(run: Run, pixels: int = 0, train_views: int = 0) -> None:
+def evaluate(run: Run, pixels: int = 0, train_views: int = 0, renders_to: Optional[Path] = None) -> None:
     pipeline = run.trainer.pipeline
     views: Dict[str, List[float]] = {}
     if pixels:
         metrics = pixel_subset_metrics(pipeline, pixels)
     else:
-        with per_view_scores(pipeline.model, views):
+        with per_view_scores(pipeline.model, views, renders_to):
             metrics = pipeline.get_average_eval_image_metrics(step=run.step)
         views["cc_psnr"] = sum(views["view_cc_psnr"]) / len(views["view_cc_psnr"])  # averaged as nerfstudio averages PSNR
     extra = train_view_metrics(pipeline, train_views, pixels) if train_views else {}
@@ -531,6 +542,8 @@ def main(args: Args) -> None:
         raise SystemExit(f"--threads must be >= 1 (got {args.threads})")
     if args.train_views < 0:
         raise SystemExit(f"--train-views must be >= 0 (got {args.train_views})")
+    if args.renders is not None and args.renders.exists() and any(args.renders.iterdir()):
+        raise SystemExit(f"--renders: {args.renders} is not empty (renders from another run would be overwritten)")
     for flag, value in (("--steps", args.steps), ("--rays", args.rays), ("--interleave", args.interleave)):
         if value is not None and value < 1:
             raise SystemExit(f"{flag} must be >= 1 (got {value})")
@@ -558,7 +571,10 @@ def main(args: Args) -> None:
                 advance_group(group, until, args.interleave)
                 for run in group:
                     with own_rng(run):
-                        evaluate(run, args.eval_pixels, args.train_views)
+                        renders_to = None
+                        if args.renders is not None and until == schedule[-1]:
+                            renders_to = args.renders / f"{spec['name']}_{run.strategy}_s{seed}"
+                        evaluate(run, args.eval_pixels, args.train_views, renders_to)
                 console.print(f"{spec['name']} seed {seed} step {until}: " + ", ".join(
                     f"{r.strategy} {r.history[-1]['psnr']:.2f} dB" for r in group))
                 if until < schedule[-1]:  # a stop mid-group (a GPU lease's deadline) keeps the curves so far

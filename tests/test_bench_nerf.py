@@ -3,6 +3,7 @@
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -374,8 +375,14 @@ def test_a_capture_of_ones_own_is_benchmarked_on_every_held_out_view_under_its_o
     capture = as_nerfstudio_data(scene, tmp_path / "phone")  # 10 frames; 0 and 8 held out
     out = tmp_path / "out"
     bench.main(bench.Args(preset="real", captures=[capture], steps=2, rays=32, evals=1, seeds=[0],
-                          strategies=["uniform", "evos:step"], work=tmp_path / "work", out=out))
+                          strategies=["uniform", "evos:step"], work=tmp_path / "work", out=out,
+                          renders=tmp_path / "renders"))
     result = json.loads((out / "nerf_real_phone.json").read_text())
+    kept = np.load(tmp_path / "renders" / "phone_evos:step_s0" / "view2.npz")  # the last evaluation's, per view
+    assert kept["rgb"].shape == kept["gt"].shape == (*kept["depth"].shape, 3) and kept["rgb"].dtype == np.uint8
+    with pytest.raises(SystemExit, match="--renders: .*renders is not empty"):
+        bench.main(bench.Args(preset="real", captures=[capture], steps=2, rays=32, evals=1, seeds=[0],
+                              work=tmp_path / "work2", out=tmp_path / "out2", renders=tmp_path / "renders"))
     assert [(r["scene"], r["strategy"], r["test_images"]) for r in result["runs"]] == [
         ("phone", "uniform", None), ("phone", "evos:step", None)]
     assert all(len(r["history"][-1]["view_psnr"]) == 2 for r in result["runs"])
