@@ -517,21 +517,23 @@ def gap_to_uniform(runs, views: str = "test") -> List[str]:
 
     A final value hides when a sampler pays: on real captures every error-guided sampler's test
     SSIM falls below uniform's early and an annealed one recovers part of it, which only a gap
-    measured along the run shows. Pairs are (scene, seed) groups, so seeds on their own random
-    numbers do not blur the gap with each other's spread. ``views="train"`` reads the training views
+    measured along the run shows. Pairs are (scene, seed) groups, each run against uniform on its
+    own selection stream (:func:`with_uniform`), so seeds on their own random numbers do not blur
+    the gap with each other's spread. ``views="train"`` reads the training views
     scored with ``bench_nerf.py --train-views``: a sampler that gains there while it loses on the
     test views fits what does not carry over to new viewpoints. No lines when no run has them.
     """
     psnr, ssim = ("psnr", "ssim") if views == "test" else ("train_psnr", "train_ssim")
     lines = ["", f"## Gap to uniform over training, {views} views: ΔPSNR (dB) / ΔSSIM, mean over seeds (seeds below uniform in SSIM)", ""]
-    for scene in sorted({r.scene for r in runs}):
-        uniform = {r.seed: {h["step"]: h for h in r.history if ssim in h} for r in runs if r.scene == scene and r.strategy == "uniform"}
+    pairs_by_scene: Dict[str, List[tuple]] = {}
+    for r, uniform in with_uniform(runs):
+        pairs_by_scene.setdefault(r.scene, []).append((r, uniform))
+    for scene in sorted(pairs_by_scene):
         gaps: Dict[str, Dict[int, List[tuple]]] = {}
-        for r in runs:
-            if r.scene != scene or r.strategy == "uniform" or r.seed not in uniform:
-                continue
+        for r, uniform in pairs_by_scene[scene]:
+            uniform_at = {h["step"]: h for h in uniform.history if ssim in h}
             for h in r.history:
-                ref = uniform[r.seed].get(h["step"])
+                ref = uniform_at.get(h["step"])
                 if ref is not None and ssim in h:
                     gaps.setdefault(r.strategy, {}).setdefault(h["step"], []).append((h[psnr] - ref[psnr], h[ssim] - ref[ssim]))
         if not gaps:

@@ -311,6 +311,10 @@ def test_gap_to_uniform_pairs_each_seed_with_its_own_uniform_at_every_common_ste
     assert "| evos | +0.30 / -0.015 (2/2) | +0.10 / +0.005 (0/2) |" in text
     assert "topk" not in text
     assert report.gap_to_uniform(runs, views="train") == []  # no run scored its training views
+    # A run on another selection stream is measured against uniform on that stream, never the default one.
+    streams = "\n".join(report.gap_to_uniform(runs + [run("uniform:sel-seed=7", 0, {100: (19.0, 0.40)}),
+                                                       run("evos:sel-seed=7", 0, {100: (19.5, 0.42)})]))
+    assert "| evos:sel-seed=7 | +0.50 / +0.020 (0/1) | - |" in streams and "| uniform:sel-seed=7 |" not in streams
 
 
 def test_the_per_view_gap_pairs_each_view_with_uniforms_same_view_on_the_same_seed():
