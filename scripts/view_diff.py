@@ -1,0 +1,190 @@
+"""Where on a held-out view one sampler's render loses SSIM against uniform's.
+
+Reads the renders ``bench_nerf.py --renders DIR`` keeps (``<scene>_<strategy>_s<seed>/view<N>.npz``:
+render, photo and expected depth at the last evaluation) and splits each sampler's SSIM difference
+to uniform of the same seed by the photo's local texture and by where the two renders' depth
+disagrees. A view's SSIM is the mean of a per-pixel map (nerfacto's torchmetrics SSIM, 11 px
+Gaussian window), so the split adds up to the view's difference: a loss in the flat third of the
+photo is an under-fitted wall or table, one where depth moved is geometry.
+
+    PYTHONPATH=. .venv/bin/python scripts/view_diff.py --renders /tmp/renders/s59 /tmp/renders/s60 \\
+        --views 1 2 3 --out benchmarks/diagnostics/fox_view1_s68
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+import tyro
+from rich.console import Console
+from torchmetrics.functional.image import structural_similarity_index_measure
+
+console = Console()
+FOLDER = re.compile(r"^(?P<scene>[^_]+)_(?P<strategy>.+)_s(?P<seed>\d+)$")
+WINDOW_SIGMA = 1.5  # torchmetrics' default, the window nerfacto's SSIM uses
+RADIUS = 5  # (kernel 11 - 1) / 2
+DEPTH_MOVED = 0.1  # relative depth change counted as "geometry moved"
+
+
+@dataclass
+class Args:
+    renders: List[Path]
+    """Folders written by ``bench_nerf.py --renders`` (one per lock-step group)."""
+    views: Optional[List[int]] = None
+    """Held-out views to read (1-based, as the benchmark's per-view table numbers them); all if unset."""
+    out: Optional[Path] = None
+    """Where to write ``README``-ready tables (``view_diff.md``) and one PNG per (seed, view)."""
+    baseline: str = "uniform"
+
+
+def to_tensor(image: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(image).permute(2, 0, 1)[None].double() / 255.0
+
+
+def ssim_map(gt: np.ndarray, rgb: np.ndarray) -> np.ndarray:
+    """Per-pixel SSIM (channel mean) exactly as nerfacto scores a view (its argument order and data
+    range; torchmetrics pads by reflection, so the map is the view's size and its mean the score)."""
+    _, full = structural_similarity_index_measure(to_tensor(gt), to_tensor(rgb), return_full_image=True)
+    return full[0].mean(0).numpy()
+
+
+def local_std(gt: np.ndarray) -> np.ndarray:
+    """The photo's luminance standard deviation in SSIM's own window: its texture as SSIM sees it."""
+    luma = torch.nn.functional.pad(to_tensor(gt).mean(1, keepdim=True), (RADIUS,) * 4, mode="reflect")
+    x = torch.arange(-RADIUS, RADIUS + 1, dtype=torch.float64)
+    g = torch.exp(-(x**2) / (2 * WINDOW_SIGMA**2))
+    g = (g / g.sum())[None, None]
+    blur = lambda t: torch.nn.functional.conv2d(torch.nn.functional.conv2d(t, g[..., None]), g[:, :, None])
+    var = (blur(luma**2) - blur(luma) ** 2).clamp_min(0)
+    return var.sqrt()[0, 0].numpy()
+
+
+def split_by_terciles(delta: np.ndarray, key: np.ndarray) -> Tuple[float, float, float]:
+    """Each tercile's share of ``delta``'s mean: (low, mid, high) thirds of the pixels ranked by
+    ``key``, summing to delta.mean(). Thirds by rank, not by value, so that a flat photo (many equal
+    values) still splits into three equal parts (ties in reading order)."""
+    ranks = np.empty(key.size, np.int64)
+    ranks[np.argsort(key, axis=None, kind="stable")] = np.arange(key.size)
+    bands = (ranks * 3 // key.size).reshape(key.shape)
+    return tuple(float(delta[bands == b].sum() / delta.size) for b in range(3))
+
+
+@dataclass
+class ViewGap:
+    total: float
+    """Sampler minus baseline SSIM over the view (the map's mean)."""
+    by_texture: Tuple[float, float, float]
+    """Shares of ``total`` in the photo's flat, middle and textured thirds."""
+    depth_moved_share: float
+    """Fraction of the view where the two renders' depth differs by more than 10%."""
+    in_depth_moved: float
+    """Share of ``total`` inside that region."""
+
+
+def view_gap(baseline: Dict[str, np.ndarray], sampler: Dict[str, np.ndarray]) -> Tuple[ViewGap, np.ndarray]:
+    """The gap and its per-pixel map (sampler minus baseline SSIM)."""
+    delta = ssim_map(sampler["gt"], sampler["rgb"]) - ssim_map(baseline["gt"], baseline["rgb"])
+    texture = local_std(baseline["gt"])
+    d0, d1 = (v["depth"].astype(np.float64) for v in (baseline, sampler))
+    moved = np.abs(d1 - d0) > DEPTH_MOVED * np.maximum(np.abs(d0), 1e-6)
+    return ViewGap(float(delta.mean()), split_by_terciles(delta, texture), float(moved.mean()),
+                   float(delta[moved].sum() / delta.size)), delta
+
+
+def find(folders: List[Path]) -> Dict[Tuple[str, int], Dict[str, Path]]:
+    """(scene, seed) -> strategy -> folder of its renders."""
+    groups: Dict[Tuple[str, int], Dict[str, Path]] = {}
+    for root in folders:
+        if not root.is_dir():
+            raise SystemExit(f"--renders: {root} is not a folder")
+        for sub in sorted(root.iterdir()):
+            m = FOLDER.match(sub.name)
+            if m and sub.is_dir():
+                groups.setdefault((m["scene"], int(m["seed"])), {})[m["strategy"]] = sub
+    if not groups:
+        raise SystemExit(f"--renders: no <scene>_<strategy>_s<seed> folders in {', '.join(map(str, folders))}")
+    return groups
+
+
+def load(folder: Path, view: int) -> Dict[str, np.ndarray]:
+    path = folder / f"view{view}.npz"
+    try:
+        with np.load(path) as data:
+            return {k: data[k] for k in ("rgb", "gt", "depth")}
+    except (OSError, ValueError, KeyError) as error:
+        raise SystemExit(f"{path}: not a render bench_nerf --renders wrote ({error})")
+
+
+def figure(path: Path, title: str, baseline: Dict[str, np.ndarray], samplers: Dict[str, Dict[str, np.ndarray]],
+           maps: Dict[str, np.ndarray]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = 2 + 2 * len(samplers)
+    fig, axes = plt.subplots(1, cols, figsize=(3.2 * cols, 3.0))
+    panels = [("photo", baseline["gt"], None), ("uniform", baseline["rgb"], None)]
+    for name, views in samplers.items():
+        panels += [(name, views["rgb"], None), (f"{name} - uniform SSIM", maps[name], "map")]
+    for ax, (label, image, kind) in zip(axes, panels):
+        if kind == "map":
+            shown = ax.imshow(image, cmap="RdBu", vmin=-0.3, vmax=0.3)
+            fig.colorbar(shown, ax=ax, fraction=0.046)
+        else:
+            ax.imshow(image)
+        ax.set_title(label, fontsize=8)
+        ax.axis("off")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def main(args: Args) -> None:
+    groups = find(args.renders)
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+    rows: Dict[Tuple[int, str], List[ViewGap]] = {}
+    for (scene, seed), strategies in sorted(groups.items()):
+        if args.baseline not in strategies:
+            console.print(f"[yellow]{scene} seed {seed}: no {args.baseline} renders, skipped[/yellow]")
+            continue
+        available = sorted(int(p.stem[4:]) for p in strategies[args.baseline].glob("view*.npz"))
+        for view in args.views or available:
+            if view not in available:
+                raise SystemExit(f"--views {view}: {strategies[args.baseline]} has views {available}")
+            base = load(strategies[args.baseline], view)
+            samplers = {name: load(folder, view) for name, folder in strategies.items() if name != args.baseline}
+            maps = {}
+            for name, rendered in samplers.items():
+                gap, maps[name] = view_gap(base, rendered)
+                rows.setdefault((view, name), []).append(gap)
+            if args.out is not None:
+                figure(args.out / f"{scene}_s{seed}_view{view}.png", f"{scene} seed {seed}, held-out view {view}",
+                       base, samplers, maps)
+    lines = ["| view | sampler | seeds | ΔSSIM (below) | flat third | middle third | textured third | depth moved (share of view) | ΔSSIM there |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for (view, name), gaps in sorted(rows.items()):
+        lines.append(
+            f"| {view} | {name} | {len(gaps)} | {statistics.mean(g.total for g in gaps):+.4f} ({sum(g.total < 0 for g in gaps)}) | "
+            + " | ".join(f"{statistics.mean(g.by_texture[b] for g in gaps):+.4f}" for b in range(3))
+            + f" | {statistics.mean(g.depth_moved_share for g in gaps):.2f} | {statistics.mean(g.in_depth_moved for g in gaps):+.4f} |")
+    table = "\n".join(lines)
+    console.print(table)
+    if args.out is not None:
+        (args.out / "view_diff.md").write_text(
+            f"Sampler minus {args.baseline} SSIM on each held-out view (mean over seeds; in brackets, seeds below), "
+            "split into the photo's flat, middle and textured thirds by its local luminance spread in SSIM's window "
+            f"(the three sum to the total), and the part of the view where the two renders' depth differs by more "
+            f"than {DEPTH_MOVED:.0%}.\n\n{table}\n")
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))
