@@ -13,6 +13,7 @@ photo is an under-fitted wall or table, one where depth moved is geometry.
 
 from __future__ import annotations
 
+import json
 import re
 import statistics
 from dataclasses import dataclass
@@ -41,6 +42,11 @@ class Args:
     out: Optional[Path] = None
     """Where to write ``README``-ready tables (``view_diff.md``) and one PNG per (seed, view)."""
     baseline: str = "uniform"
+    capture: Optional[Path] = None
+    """The capture's folder (nerfstudio-data ``transforms.json``): also print how close each held-out
+    view is to its nearest training camera, since a view next to a training frame is scored mostly on
+    how well that frame was fitted, and one far from all of them on the scene's geometry."""
+    eval_interval: int = 8
 
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:
@@ -121,6 +127,39 @@ def load(folder: Path, view: int) -> Dict[str, np.ndarray]:
         raise SystemExit(f"{path}: not a render bench_nerf --renders wrote ({error})")
 
 
+@dataclass
+class Neighbour:
+    frame: str
+    nearest: str
+    distance: float
+    """To the nearest training camera, in units of the capture's median step between consecutive frames."""
+    angle: float
+    """Between the two cameras' viewing directions, degrees."""
+
+
+def held_out_neighbours(transforms: Path, eval_interval: int = 8) -> List[Neighbour]:
+    """Each held-out frame of nerfstudio-data's interval split (frames sorted by file name, every
+    ``eval_interval``-th from the first held out, as ``get_train_eval_split_interval`` does) with its
+    nearest training camera."""
+    try:
+        frames = sorted(json.loads(transforms.read_text())["frames"], key=lambda f: f["file_path"])
+        poses = np.array([f["transform_matrix"] for f in frames], dtype=np.float64)[:, :3]
+    except (OSError, ValueError, KeyError) as error:
+        raise SystemExit(f"--capture: {transforms} is not a nerfstudio-data transforms.json ({error})")
+    centres, looks = poses[:, :, 3], -poses[:, :, 2]
+    step = float(np.median(np.linalg.norm(np.diff(centres, axis=0), axis=1)))
+    held = [i for i in range(len(frames)) if i % eval_interval == 0]
+    train = np.array([i for i in range(len(frames)) if i % eval_interval != 0])
+    out = []
+    for i in held:
+        distances = np.linalg.norm(centres[train] - centres[i], axis=1)
+        j = int(train[np.argmin(distances)])
+        cosine = np.clip(looks[i] @ looks[j] / (np.linalg.norm(looks[i]) * np.linalg.norm(looks[j])), -1.0, 1.0)
+        out.append(Neighbour(Path(frames[i]["file_path"]).stem, Path(frames[j]["file_path"]).stem,
+                             float(distances.min() / step), float(np.degrees(np.arccos(cosine)))))
+    return out
+
+
 def figure(path: Path, title: str, baseline: Dict[str, np.ndarray], samplers: Dict[str, Dict[str, np.ndarray]],
            maps: Dict[str, np.ndarray]) -> None:
     import matplotlib
@@ -177,6 +216,10 @@ def main(args: Args) -> None:
             + " | ".join(f"{statistics.mean(g.by_texture[b] for g in gaps):+.4f}" for b in range(3))
             + f" | {statistics.mean(g.depth_moved_share for g in gaps):.2f} | {statistics.mean(g.in_depth_moved for g in gaps):+.4f} |")
     table = "\n".join(lines)
+    if args.capture is not None:
+        table += "\n\n| view | frame | nearest training frame | distance (median frame steps) | angle (deg) |\n|---|---|---|---|---|\n"
+        table += "\n".join(f"| {k} | {n.frame} | {n.nearest} | {n.distance:.2f} | {n.angle:.1f} |"
+                           for k, n in enumerate(held_out_neighbours(args.capture / "transforms.json", args.eval_interval), 1))
     console.print(table)
     if args.out is not None:
         (args.out / "view_diff.md").write_text(

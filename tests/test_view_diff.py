@@ -1,5 +1,7 @@
 """The view-difference diagnostic on hand-built renders with known answers."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -51,3 +53,21 @@ def test_folders_are_grouped_by_scene_and_seed_and_a_missing_view_is_named(tmp_p
         diff.main(diff.Args(renders=[tmp_path], views=[2]))
     with pytest.raises(SystemExit, match="--renders: .*nowhere is not a folder"):
         diff.find([tmp_path / "nowhere"])
+
+
+def test_each_held_out_frame_is_paired_with_its_nearest_training_camera(tmp_path):
+    diff = load_script("view_diff")
+
+    def pose(x, yaw_deg=0.0):
+        c, s = np.cos(np.radians(yaw_deg)), np.sin(np.radians(yaw_deg))
+        return [[c, 0, s, x], [0, 1, 0, 0], [-s, 0, c, 0], [0, 0, 0, 1]]
+
+    # frames 0..4 one unit apart, listed out of order; every 2nd held out: 0, 2, 4
+    frames = [{"file_path": f"images/{k:04d}.jpg", "transform_matrix": pose(float(k), 30.0 if k == 3 else 0.0)}
+              for k in (3, 0, 4, 1, 2)]
+    (tmp_path / "transforms.json").write_text(json.dumps({"frames": frames}))
+    rows = diff.held_out_neighbours(tmp_path / "transforms.json", eval_interval=2)
+    assert [(r.frame, r.nearest, r.distance) for r in rows] == [("0000", "0001", 1.0), ("0002", "0001", 1.0), ("0004", "0003", 1.0)]
+    assert rows[2].angle == pytest.approx(30.0) and rows[0].angle == pytest.approx(0.0)
+    with pytest.raises(SystemExit, match="--capture: .*nothing.json is not a nerfstudio-data transforms.json"):
+        diff.held_out_neighbours(tmp_path / "nothing.json")
