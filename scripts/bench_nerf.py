@@ -62,6 +62,10 @@ class Args:
     rays: Optional[int] = None
     """Override the preset's rays per step: how densely the run samples pixels (nerfacto's default is
     4096; the CPU preset's 512 trains most pixels at most once, which starves per-pixel fitness)."""
+    model: Optional[List[str]] = None
+    """Override the preset's model settings, ``KEY=VALUE`` each (dotted keys reach nested configs),
+    e.g. ``log2_hashmap_size=19``: a diagnostic of how a result depends on the reduced model. Part of
+    the budget: runs with other settings never merge with the preset's."""
     scenes: Optional[List[str]] = None
     """Subset of the preset's scenes."""
     captures: Optional[List[Path]] = None
@@ -526,10 +530,26 @@ def evaluation_steps(steps: int, evals: int) -> List[int]:
     return sorted({steps * k // evals for k in range(1, evals + 1)} | {int(nerf_report.plateau_step(steps))})
 
 
-def preset_budget(preset: Dict[str, Any], steps: Optional[int] = None, rays: Optional[int] = None) -> Budget:
-    """The preset's training budget, with ``--steps`` / ``--rays`` overriding its own."""
+def model_overrides(pairs: Optional[List[str]]) -> Dict[str, Any]:
+    """``--model KEY=VALUE`` pairs as settings (each VALUE read as YAML: 19, 0.5, off, [48, 24])."""
+    out: Dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--model {pair}: expected KEY=VALUE, e.g. log2_hashmap_size=19")
+        try:
+            out[key] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise SystemExit(f"--model {pair}: {value!r} is not a value (a number, a word or a [list])") from None
+    return out
+
+
+def preset_budget(preset: Dict[str, Any], steps: Optional[int] = None, rays: Optional[int] = None,
+                  model: Optional[List[str]] = None) -> Budget:
+    """The preset's training budget, with ``--steps`` / ``--rays`` / ``--model`` overriding its own."""
     return Budget(steps=steps or preset["steps"], rays=rays or preset["rays"], full=preset.get("full", False),
-                  decay_to_budget=preset.get("decay_to_budget", False), model=preset.get("model", {}))
+                  decay_to_budget=preset.get("decay_to_budget", False),
+                  model={**preset.get("model", {}), **model_overrides(model)})
 
 
 def main(args: Args) -> None:
@@ -549,7 +569,11 @@ def main(args: Args) -> None:
             raise SystemExit(f"{flag} must be >= 1 (got {value})")
     torch.set_num_threads(args.threads)
     preset = load_preset(args.preset or "cpu")
-    budget = preset_budget(preset, args.steps, args.rays)
+    budget = preset_budget(preset, args.steps, args.rays, args.model)
+    try:  # a misspelt --model key stops here, not in the first group after other groups trained
+        run_config(Path("."), args.work, budget, scene_format="nerfstudio")
+    except ValueError as error:
+        raise SystemExit(f"--model: {error}") from None
     evals = args.evals or preset.get("evals", 6)
     strategies = args.strategies or preset["strategies"]
     seeds = args.seeds or preset["seeds"]

@@ -14,6 +14,7 @@ photo is an under-fitted wall or table, one where depth moved is geometry.
 from __future__ import annotations
 
 import json
+import math
 import re
 import statistics
 from dataclasses import dataclass
@@ -71,13 +72,18 @@ def local_std(gt: np.ndarray) -> np.ndarray:
     return var.sqrt()[0, 0].numpy()
 
 
-def split_by_terciles(delta: np.ndarray, key: np.ndarray) -> Tuple[float, float, float]:
-    """Each tercile's share of ``delta``'s mean: (low, mid, high) thirds of the pixels ranked by
-    ``key``, summing to delta.mean(). Thirds by rank, not by value, so that a flat photo (many equal
-    values) still splits into three equal parts (ties in reading order)."""
+def thirds(key: np.ndarray) -> np.ndarray:
+    """0, 1, 2: the low, middle and high third of the pixels ranked by ``key``. By rank, not by
+    value, so that a flat photo (many equal values) still splits into three equal parts (ties in
+    reading order)."""
     ranks = np.empty(key.size, np.int64)
     ranks[np.argsort(key, axis=None, kind="stable")] = np.arange(key.size)
-    bands = (ranks * 3 // key.size).reshape(key.shape)
+    return (ranks * 3 // key.size).reshape(key.shape)
+
+
+def split_by_terciles(delta: np.ndarray, key: np.ndarray) -> Tuple[float, float, float]:
+    """Each third's share of ``delta``'s mean (thirds of ``key``, see :func:`thirds`), summing to delta.mean()."""
+    bands = thirds(key)
     return tuple(float(delta[bands == b].sum() / delta.size) for b in range(3))
 
 
@@ -91,6 +97,13 @@ class ViewGap:
     """Fraction of the view where the two renders' depth differs by more than 10%."""
     in_depth_moved: float
     """Share of ``total`` inside that region."""
+    flat_noise: float
+    """The render's own local spread (SSIM's window) in the photo's flat third over the baseline
+    render's there: above 1, the sampler left speckle where the photo has none."""
+    error_change: Tuple[float, float, float]
+    """Squared error in the flat, middle and textured thirds relative to the baseline's there
+    (+0.10: 10% more): whether a third lost SSIM because it was fitted worse, or because SSIM
+    punishes the same error more where the photo is flat."""
 
 
 def view_gap(baseline: Dict[str, np.ndarray], sampler: Dict[str, np.ndarray]) -> Tuple[ViewGap, np.ndarray]:
@@ -99,8 +112,14 @@ def view_gap(baseline: Dict[str, np.ndarray], sampler: Dict[str, np.ndarray]) ->
     texture = local_std(baseline["gt"])
     d0, d1 = (v["depth"].astype(np.float64) for v in (baseline, sampler))
     moved = np.abs(d1 - d0) > DEPTH_MOVED * np.maximum(np.abs(d0), 1e-6)
+    squared = lambda v: ((v["rgb"].astype(np.float64) - v["gt"].astype(np.float64)) ** 2).mean(-1)
+    bands, mine, theirs = thirds(texture), squared(sampler), squared(baseline)
+    change = tuple(float(mine[bands == b].mean() / theirs[bands == b].mean() - 1) if theirs[bands == b].any() else math.nan
+                   for b in range(3))
+    flat = bands == 0
+    noise = float(local_std(sampler["rgb"])[flat].mean() / local_std(baseline["rgb"])[flat].mean())
     return ViewGap(float(delta.mean()), split_by_terciles(delta, texture), float(moved.mean()),
-                   float(delta[moved].sum() / delta.size)), delta
+                   float(delta[moved].sum() / delta.size), noise, change), delta
 
 
 def find(folders: List[Path]) -> Dict[Tuple[str, int], Dict[str, Path]]:
@@ -162,27 +181,33 @@ def held_out_neighbours(transforms: Path, eval_interval: int = 8) -> List[Neighb
 
 def figure(path: Path, title: str, baseline: Dict[str, np.ndarray], samplers: Dict[str, Dict[str, np.ndarray]],
            maps: Dict[str, np.ndarray]) -> None:
+    """Top row: the photo and each render; bottom row: the photo's texture (what the thirds split
+    by), uniform's own SSIM map, and each sampler's difference to it (blue: better than uniform)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cols = 2 + 2 * len(samplers)
-    fig, axes = plt.subplots(1, cols, figsize=(3.2 * cols, 3.0))
-    panels = [("photo", baseline["gt"], None), ("uniform", baseline["rgb"], None)]
-    for name, views in samplers.items():
-        panels += [(name, views["rgb"], None), (f"{name} - uniform SSIM", maps[name], "map")]
-    for ax, (label, image, kind) in zip(axes, panels):
-        if kind == "map":
-            shown = ax.imshow(image, cmap="RdBu", vmin=-0.3, vmax=0.3)
-            fig.colorbar(shown, ax=ax, fraction=0.046)
-        else:
-            ax.imshow(image)
+    cols = 2 + len(samplers)
+    height, width = baseline["gt"].shape[:2]
+    fig, axes = plt.subplots(2, cols, figsize=(2.6 * cols, 2 * 2.6 * height / width + 0.6), constrained_layout=True)
+    top = [("photo", baseline["gt"]), ("uniform", baseline["rgb"])] + [(name, v["rgb"]) for name, v in samplers.items()]
+    for ax, (label, image) in zip(axes[0], top):
+        ax.imshow(image)
         ax.set_title(label, fontsize=8)
+    axes[1][0].imshow(local_std(baseline["gt"]), cmap="gray")
+    axes[1][0].set_title("photo's texture (local std)", fontsize=8)
+    shown = axes[1][1].imshow(ssim_map(baseline["gt"], baseline["rgb"]), cmap="viridis", vmin=0, vmax=1)
+    axes[1][1].set_title("uniform's SSIM", fontsize=8)
+    fig.colorbar(shown, ax=axes[1][1], fraction=0.046)
+    for ax, name in zip(axes[1][2:], samplers):
+        shown = ax.imshow(maps[name], cmap="RdBu", vmin=-0.3, vmax=0.3)
+        ax.set_title(f"{name} - uniform SSIM", fontsize=8)
+        fig.colorbar(shown, ax=ax, fraction=0.046)
+    for ax in axes.flat:
         ax.axis("off")
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
@@ -208,12 +233,14 @@ def main(args: Args) -> None:
             if args.out is not None:
                 figure(args.out / f"{scene}_s{seed}_view{view}.png", f"{scene} seed {seed}, held-out view {view}",
                        base, samplers, maps)
-    lines = ["| view | sampler | seeds | ΔSSIM (below) | flat third | middle third | textured third | depth moved (share of view) | ΔSSIM there |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| view | sampler | seeds | ΔSSIM (below) | flat third | middle third | textured third | render noise where flat | squared error: flat / middle / textured | depth moved (share of view) | ΔSSIM there |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for (view, name), gaps in sorted(rows.items()):
         lines.append(
             f"| {view} | {name} | {len(gaps)} | {statistics.mean(g.total for g in gaps):+.4f} ({sum(g.total < 0 for g in gaps)}) | "
             + " | ".join(f"{statistics.mean(g.by_texture[b] for g in gaps):+.4f}" for b in range(3))
+            + f" | {statistics.mean(g.flat_noise for g in gaps):.3f}x | "
+            + " / ".join(f"{statistics.mean(g.error_change[b] for g in gaps):+.1%}" for b in range(3))
             + f" | {statistics.mean(g.depth_moved_share for g in gaps):.2f} | {statistics.mean(g.in_depth_moved for g in gaps):+.4f} |")
     table = "\n".join(lines)
     if args.capture is not None:
@@ -225,7 +252,8 @@ def main(args: Args) -> None:
         (args.out / "view_diff.md").write_text(
             f"Sampler minus {args.baseline} SSIM on each held-out view (mean over seeds; in brackets, seeds below), "
             "split into the photo's flat, middle and textured thirds by its local luminance spread in SSIM's window "
-            f"(the three sum to the total), and the part of the view where the two renders' depth differs by more "
+            f"(the three sum to the total), the render's own local spread in the flat third against uniform's render's "
+            "(speckle where the photo has none), the squared error in each third against uniform's there, and the part of the view where the two renders' depth differs by more "
             f"than {DEPTH_MOVED:.0%}.\n\n{table}\n")
 
 

@@ -108,6 +108,16 @@ def test_a_group_stopped_mid_run_leaves_its_curves_so_far_which_a_merge_refuses(
     assert not (tmp_path / "merged").exists()
 
 
+def test_model_overrides_join_the_presets_model_settings_and_so_the_budget():
+    bench = load_script("bench_nerf")
+    real = bench.load_preset("real")
+    budget = bench.preset_budget(real, model=["log2_hashmap_size=19", "num_proposal_samples_per_ray=[32, 16]"])
+    assert budget.model == {**real["model"], "log2_hashmap_size": 19, "num_proposal_samples_per_ray": [32, 16]}
+    assert budget != bench.preset_budget(real)  # so --merge never mixes such runs with the preset's
+    config = bench.run_config(bench.Path("."), bench.Path("out"), budget, scene_format="nerfstudio")
+    assert config.pipeline.model.log2_hashmap_size == 19 and config.pipeline.model.num_proposal_samples_per_ray == (32, 16)
+
+
 def test_the_benchmark_evaluates_at_three_quarters_of_the_budget_where_the_plateau_is_checked():
     bench = load_script("bench_nerf")
     assert bench.evaluation_steps(1200, 5) == [240, 480, 720, 900, 960, 1200]
@@ -356,6 +366,9 @@ def test_captures_are_named_by_their_folder_and_their_format_and_image_size_read
     ({"captures": ["a/scene", "b/scene"]}, r"--captures .*b/scene: a second capture named scene \(after .*a/scene\)"),
     ({"captures": ["a/scene"], "scenes": ["fox"]}, r"--scenes picks among the preset's scenes; with --captures"),
     ({"scenes": ["fxo", "fern"]}, r"--scenes fxo: not in preset real \(its scenes: fern, fox, lego_100; --captures"),
+    ({"model": ["log2_hashmap_sise=19"]}, r"--model: unknown model setting 'log2_hashmap_sise' in the budget"),
+    ({"model": ["19"]}, r"--model 19: expected KEY=VALUE"),
+    ({"model": ["num_proposal_samples_per_ray=[48,"]}, r"--model num_proposal_samples_per_ray=\[48,: '\[48,' is not a value"),
 ])
 def test_captures_and_scenes_the_benchmark_cannot_run_are_refused_before_anything_trains(tmp_path, flags, message):
     bench = load_script("bench_nerf")

@@ -28,14 +28,17 @@ def test_a_loss_in_the_flat_half_lands_in_the_flat_third_and_the_split_sums_to_t
     diff = load_script("view_diff")
     gt = photo()
     depth = np.ones(gt.shape[:2], np.float16)
-    base = {"gt": gt, "rgb": gt.copy(), "depth": depth}
-    worse = gt.copy()
+    rendered = np.clip(gt.astype(int) + np.random.default_rng(3).integers(-5, 6, gt.shape), 0, 255).astype(np.uint8)
+    base = {"gt": gt, "rgb": rendered, "depth": depth}
+    worse = rendered.copy()
     worse[:, :20] = np.clip(worse[:, :20].astype(int) + np.random.default_rng(2).integers(-30, 31, (48, 20, 3)), 0, 255)
     gap, delta = diff.view_gap(base, {"gt": gt, "rgb": worse, "depth": depth})
     assert gap.total < 0 and sum(gap.by_texture) == pytest.approx(gap.total)
     assert gap.by_texture[0] < 0.6 * gap.total  # most of it in the flat third (negative numbers)
     assert gap.by_texture[2] == pytest.approx(0.0, abs=1e-3)  # the textured half was rendered as before
     assert gap.depth_moved_share == 0.0 and gap.in_depth_moved == 0.0
+    assert gap.error_change[0] > 0.5 and gap.error_change[2] == 0.0  # fitted worse where flat, as before elsewhere
+    assert gap.flat_noise > 1.5  # and speckled there: the render's own spread where the photo is flat
     moved = {"gt": gt, "rgb": worse, "depth": np.where(np.arange(48) < 24, 2.0, 1.0)[None, :].repeat(48, 0).astype(np.float16)}
     gap, _ = diff.view_gap(base, moved)
     assert gap.depth_moved_share == pytest.approx(0.5)  # the left half moved
