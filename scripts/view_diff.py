@@ -216,6 +216,7 @@ def main(args: Args) -> None:
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
     rows: Dict[Tuple[int, str], List[ViewGap]] = {}
+    by_seed: Dict[Tuple[str, int, str], List[ViewGap]] = {}
     for (scene, seed), strategies in sorted(groups.items()):
         if args.baseline not in strategies:
             console.print(f"[yellow]{scene} seed {seed}: no {args.baseline} renders, skipped[/yellow]")
@@ -230,6 +231,7 @@ def main(args: Args) -> None:
             for name, rendered in samplers.items():
                 gap, maps[name] = view_gap(base, rendered)
                 rows.setdefault((view, name), []).append(gap)
+                by_seed.setdefault((scene, seed, name), []).append(gap)
             if args.out is not None:
                 figure(args.out / f"{scene}_s{seed}_view{view}.png", f"{scene} seed {seed}, held-out view {view}",
                        base, samplers, maps)
@@ -242,6 +244,13 @@ def main(args: Args) -> None:
             + f" | {statistics.mean(g.flat_noise for g in gaps):.3f}x | "
             + " / ".join(f"{statistics.mean(g.error_change[b] for g in gaps):+.1%}" for b in range(3))
             + f" | {statistics.mean(g.depth_moved_share for g in gaps):.2f} | {statistics.mean(g.in_depth_moved for g in gaps):+.4f} |")
+    lines += ["", "Per seed, mean over the views read:", "",
+              "| scene | seed | sampler | views | ΔSSIM | flat third | textured third | render noise where flat |",
+              "|---|---|---|---|---|---|---|---|"]
+    for (scene, seed, name), gaps in sorted(by_seed.items()):
+        lines.append(f"| {scene} | {seed} | {name} | {len(gaps)} | {statistics.mean(g.total for g in gaps):+.4f} | "
+                     f"{statistics.mean(g.by_texture[0] for g in gaps):+.4f} | {statistics.mean(g.by_texture[2] for g in gaps):+.4f} | "
+                     f"{statistics.mean(g.flat_noise for g in gaps):.3f}x |")
     table = "\n".join(lines)
     if args.capture is not None:
         table += "\n\n| view | frame | nearest training frame | distance (median frame steps) | angle (deg) |\n|---|---|---|---|---|\n"
