@@ -86,7 +86,7 @@ class Args:
     """Pilots only: PSNR from this many fixed random pixels per test view instead of whole images
     (about 10x cheaper at 5000; SSIM is then not measured)."""
     renders: Optional[Path] = None
-    """Diagnostics: at the last evaluation, save each test view's render, photo and expected depth
+    """Diagnostics: at the last evaluation, save each test view's render, photo and (median) depth
     under this folder (``<scene>_<strategy>_s<seed>/view<N>.npz``), so that where two samplers differ
     on a view can be mapped (``scripts/view_diff.py``). Off in every preset."""
     train_views: int = 0

@@ -1,7 +1,7 @@
 """Where on a held-out view one sampler's render loses SSIM against uniform's.
 
 Reads the renders ``bench_nerf.py --renders DIR`` keeps (``<scene>_<strategy>_s<seed>/view<N>.npz``:
-render, photo and expected depth at the last evaluation) and splits each sampler's SSIM difference
+render, photo and nerfacto's median depth at the last evaluation) and splits each sampler's SSIM difference
 to uniform of the same seed by the photo's local texture and by where the two renders' depth
 disagrees. A view's SSIM is the mean of a per-pixel map (nerfacto's torchmetrics SSIM, 11 px
 Gaussian window), so the split adds up to the view's difference: a loss in the flat third of the
