@@ -4,11 +4,13 @@ Reads the renders ``bench_nerf.py --renders DIR`` keeps (``<scene>_<strategy>_s<
 render, photo and nerfacto's median depth at the last evaluation) and splits each sampler's SSIM difference
 to uniform of the same seed by the photo's local texture and by where the two renders' depth
 disagrees. A view's SSIM is the mean of a per-pixel map (nerfacto's torchmetrics SSIM, 11 px
-Gaussian window), so the split adds up to the view's difference: a loss in the flat third of the
-photo is an under-fitted wall or table, one where depth moved is geometry.
+Gaussian window), so the split adds up to the view's difference. A loss in the photo's flat third
+is a smooth wall or table rendered worse: fitted worse (its squared error rose) or speckled (the
+render's own spread there rose while its squared error did not); a loss where depth moved is
+geometry.
 
     PYTHONPATH=. .venv/bin/python scripts/view_diff.py --renders /tmp/renders/s59 /tmp/renders/s60 \\
-        --views 1 2 3 --out benchmarks/diagnostics/fox_view1_s68
+        --capture ../shared/data/fox --out benchmarks/diagnostics/fox_flat_s68
 """
 
 from __future__ import annotations
