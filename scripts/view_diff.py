@@ -29,10 +29,10 @@ import tyro
 from rich.console import Console
 from torchmetrics.functional.image import structural_similarity_index_measure
 
+from evos_nerf.core.contrast import _blur as ssim_window_blur  # the SSIM window EVOS's SSIM prior uses
+
 console = Console()
 FOLDER = re.compile(r"^(?P<scene>[^_]+)_(?P<strategy>.+)_s(?P<seed>\d+)$")
-WINDOW_SIGMA = 1.5  # torchmetrics' default, the window nerfacto's SSIM uses
-RADIUS = 5  # (kernel 11 - 1) / 2
 DEPTH_MOVED = 0.1  # relative depth change counted as "geometry moved"
 
 
@@ -65,13 +65,9 @@ def ssim_map(gt: np.ndarray, rgb: np.ndarray) -> np.ndarray:
 
 def local_std(gt: np.ndarray) -> np.ndarray:
     """The photo's luminance standard deviation in SSIM's own window: its texture as SSIM sees it."""
-    luma = torch.nn.functional.pad(to_tensor(gt).mean(1, keepdim=True), (RADIUS,) * 4, mode="reflect")
-    x = torch.arange(-RADIUS, RADIUS + 1, dtype=torch.float64)
-    g = torch.exp(-(x**2) / (2 * WINDOW_SIGMA**2))
-    g = (g / g.sum())[None, None]
-    blur = lambda t: torch.nn.functional.conv2d(torch.nn.functional.conv2d(t, g[..., None]), g[:, :, None])
-    var = (blur(luma**2) - blur(luma) ** 2).clamp_min(0)
-    return var.sqrt()[0, 0].numpy()
+    luma = to_tensor(gt).mean(1)[0:1].float()  # [1, H, W]
+    var = (ssim_window_blur(luma**2) - ssim_window_blur(luma) ** 2).clamp_min(0)
+    return var.sqrt()[0].double().numpy()
 
 
 def thirds(key: np.ndarray) -> np.ndarray:
@@ -83,9 +79,8 @@ def thirds(key: np.ndarray) -> np.ndarray:
     return (ranks * 3 // key.size).reshape(key.shape)
 
 
-def split_by_terciles(delta: np.ndarray, key: np.ndarray) -> Tuple[float, float, float]:
-    """Each third's share of ``delta``'s mean (thirds of ``key``, see :func:`thirds`), summing to delta.mean()."""
-    bands = thirds(key)
+def split_by_terciles(delta: np.ndarray, bands: np.ndarray) -> Tuple[float, float, float]:
+    """Each third's share of ``delta``'s mean (``bands`` from :func:`thirds`), summing to delta.mean()."""
     return tuple(float(delta[bands == b].sum() / delta.size) for b in range(3))
 
 
@@ -120,7 +115,7 @@ def view_gap(baseline: Dict[str, np.ndarray], sampler: Dict[str, np.ndarray]) ->
                    for b in range(3))
     flat = bands == 0
     noise = float(local_std(sampler["rgb"])[flat].mean() / local_std(baseline["rgb"])[flat].mean())
-    return ViewGap(float(delta.mean()), split_by_terciles(delta, texture), float(moved.mean()),
+    return ViewGap(float(delta.mean()), split_by_terciles(delta, bands), float(moved.mean()),
                    float(delta[moved].sum() / delta.size), noise, change), delta
 
 
